@@ -7,7 +7,8 @@ set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 helm_version=v3.22.0
-key=$(cat "$here/go.mod" "$here/go.sum" "$here/build.sh" | sha256sum | cut -c1-12)
+# The cache key covers what goes into the binaries, not this script's wording.
+key=$( (cat "$here/go.mod" "$here/go.sum" "$here"/cmd/*/main.go; echo "$helm_version") | sha256sum | cut -c1-12)
 k8s_version=$(awk '$1 == "k8s.io/kubernetes" {print $2}' "$here/go.mod" | head -n1)
 bin="${AGENTGROUP_CACHE:-$HOME/.cache/agentgroup}/bin/${k8s_version}-${key}"
 wanted=(kube-apiserver kube-controller-manager etcd helm)
@@ -26,7 +27,12 @@ trap 'rm -rf "$tmp"' EXIT
 export GOFLAGS="${GOFLAGS:-} -trimpath"
 start=$SECONDS
 for b in "${missing[@]}"; do
-  echo "controlplane: building $b ($( [ "$b" = helm ] && echo "$helm_version" || echo "$k8s_version" )); a cold build takes minutes on 2 cores..." >&2
+  case $b in
+    helm) what="helm $helm_version" ;;
+    etcd) what="etcd $(awk '$1 == "go.etcd.io/etcd/server/v3" {print $2}' "$here/go.mod" | head -n1)" ;;
+    *) what="$b $k8s_version" ;;
+  esac
+  echo "controlplane: building $what; a cold build takes minutes on 2 cores..." >&2
   t=$SECONDS
   if [ "$b" = helm ]; then
     GOBIN="$tmp" go install -ldflags='-s -w' "helm.sh/helm/v3/cmd/helm@$helm_version" >&2
