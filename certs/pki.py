@@ -1,8 +1,10 @@
 """Certificate generation: a CA, serving certificates and client certificates.
 
 All keys are ECDSA P-256; private keys are PEM-encoded PKCS8 without a password.
-``notBefore`` is backdated by :data:`BACKDATE` so that a certificate minted on
-one node is already valid on another whose clock runs slightly behind.
+``notBefore`` is backdated by :data:`BACKDATE` (at most a tenth of the
+validity, so that second-long test certificates keep a sane lifetime) so that a
+certificate minted on one node is already valid on another whose clock runs
+slightly behind.
 ``now`` is an injectable clock so that tests never depend on wall time.
 """
 
@@ -74,7 +76,7 @@ def _validity(valid_for: timedelta, now: datetime | None) -> tuple[datetime, dat
     if valid_for <= timedelta(0):
         raise ValueError("valid_for must be positive")
     start = _utc(now)
-    return start - BACKDATE, start + valid_for
+    return start - min(BACKDATE, valid_for / 10), start + valid_for
 
 
 def new_ca(common_name: str, *, valid_for: timedelta, now: datetime | None = None) -> KeyPair:
