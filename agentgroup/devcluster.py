@@ -225,6 +225,9 @@ class LocalControlPlane:
     ``crds`` (files or folders of YAML) are applied, and waited for until Established, after the API
     server is ready and before the controller manager starts, so its garbage collector knows them
     from the first moment.
+
+    On Linux the processes also get SIGTERM if the thread that started them dies without calling
+    :meth:`stop` (``PR_SET_PDEATHSIG``): start the control plane from a thread that outlives its use.
     """
 
     def __init__(
