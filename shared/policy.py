@@ -78,8 +78,8 @@ class AgentGroupPolicy(KubeModel):
         return self.spec.namespace_selector.matches(namespace_labels)
 
 
-def _plural(n: int, word: str) -> str:
-    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+def _plural(n: int, word: str, plural: str = "") -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {plural or word + 's'}"
 
 
 def evaluate(policy: AgentGroupPolicy, group: AgentGroup) -> list[Finding]:
@@ -97,13 +97,14 @@ def evaluate(policy: AgentGroupPolicy, group: AgentGroup) -> list[Finding]:
     if lim.max_sandboxes is not None and total > lim.max_sandboxes:
         add(
             "spec.agents",
-            f"allows at most {_plural(lim.max_sandboxes, 'Sandbox')} (the sum of replicas), got {total}",
+            f"allows at most {_plural(lim.max_sandboxes, 'Sandbox', 'Sandboxes')} (the sum of replicas), "
+            f"got {total}",
         )
     for i, agent in enumerate(spec.agents):
         if lim.max_replicas_per_agent is not None and agent.replicas > lim.max_replicas_per_agent:
             add(
                 f"spec.agents[{i}].replicas",
-                f"allows at most {lim.max_replicas_per_agent} replicas per agent, "
+                f"allows at most {_plural(lim.max_replicas_per_agent, 'replica')} per agent, "
                 f'got {agent.replicas} for "{agent.name}"',
             )
         kind = agent.runtime_ref.kind
