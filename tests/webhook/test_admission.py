@@ -1,0 +1,420 @@
+"""AdmissionReviews answered by the app in-process: what the kube-apiserver (and so kubectl) gets back."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from prometheus_client import REGISTRY
+
+from shared.findings import Reason
+from tests.webhook.fakes import (
+    EXAMPLES,
+    NAMESPACE,
+    FakeCluster,
+    big_group,
+    example_policy,
+    group,
+    in_namespace,
+    load_yaml,
+    review,
+)
+from webhook.app import VALIDATE_PATH
+
+pytestmark = pytest.mark.anyio
+
+BAD_EXAMPLES = sorted(p for p in (EXAMPLES / "bad").glob("*.yaml") if p.stem in set(Reason))
+VALID_AGENTS = (("planner", "AgentRuntime", "planner-rt"), ("coder", "CodeInterpreter", "py-interp"))
+VALID = group(*VALID_AGENTS)
+
+
+async def admit(client: httpx.AsyncClient, body: dict[str, Any]) -> dict[str, Any]:
+    resp = await client.post(VALIDATE_PATH, json=body)
+    assert resp.status_code == 200, resp.text
+    answer = resp.json()
+    assert answer["apiVersion"] == body["apiVersion"]
+    assert answer["kind"] == "AdmissionReview"
+    response: dict[str, Any] = answer["response"]
+    assert response["uid"] == body["request"]["uid"]
+    return response
+
+
+def reasons(response: dict[str, Any]) -> list[str]:
+    return [c["reason"] for c in response["status"]["details"]["causes"]]
+
+
+def test_every_reason_code_has_a_bad_example() -> None:
+    rule_codes = set(Reason) - {Reason.INVALID_SPEC, Reason.DUPLICATE_DEPENDENCY}
+    assert {p.stem for p in BAD_EXAMPLES} == rule_codes
+
+
+@pytest.mark.parametrize("path", BAD_EXAMPLES, ids=lambda p: p.stem)
+async def test_each_bad_example_is_denied_with_its_reason_code(client: httpx.AsyncClient, path: Path) -> None:
+    [obj] = load_yaml(path)
+    response = await admit(client, review(in_namespace(obj)))
+    assert response["allowed"] is False
+    status = response["status"]
+    assert reasons(response) == [path.stem]
+    [cause] = status["details"]["causes"]
+    assert status["message"] == f"{cause['field']}: {path.stem}: {cause['message']}"
+    policy_only = path.stem == Reason.POLICY_VIOLATION
+    assert (status["code"], status["reason"]) == ((403, "Forbidden") if policy_only else (422, "Invalid"))
+
+
+async def test_the_good_example_is_allowed_without_warnings(client: httpx.AsyncClient) -> None:
+    [obj] = load_yaml(EXAMPLES / "good" / "02-group.yaml")
+    response = await admit(client, review(in_namespace(obj)))
+    assert response == {"uid": response["uid"], "allowed": True}
+
+
+async def test_every_violation_is_reported_at_once_with_one_cause_each(client: httpx.AsyncClient) -> None:
+    [obj] = load_yaml(EXAMPLES / "bad" / "many-violations.yaml")
+    response = await admit(client, review(in_namespace(obj)))
+    status = response["status"]
+    assert (status["code"], status["reason"]) == (422, "Invalid")
+    assert sorted(set(reasons(response))) == sorted(
+        {
+            "UnsupportedTopology",
+            "InvalidAgentName",
+            "InvalidReplicas",
+            "InvalidRuntimeKind",
+            "DuplicateAgentName",
+            "UnknownAgent",
+            "SelfDependency",
+            "DependencyCycle",
+            "RuntimeNotFound",
+        }
+    )
+    causes = status["details"]["causes"]
+    assert status["message"].splitlines() == [f"{c['field']}: {c['reason']}: {c['message']}" for c in causes]
+    assert {"field": "spec.agents[2].runtimeRef", "reason": "RuntimeNotFound"}.items() <= causes[-1].items()
+    assert 'AgentRuntime "reviewer-v2" does not exist in namespace "team-a"' in causes[-1]["message"]
+    assert response["warnings"] == [
+        "spec.dependencies[4]: DuplicateDependency: the edge planner -> reviewer repeats "
+        "spec.dependencies[2]; remove the duplicate"
+    ]
+
+
+async def test_policy_and_spec_violations_together_answer_invalid(client: httpx.AsyncClient) -> None:
+    obj = group(*[(f"a{i}", "AgentRuntime", "planner-rt") for i in range(6)], topology="Peer")
+    response = await admit(client, review(obj))
+    assert response["status"]["code"] == 422
+    assert reasons(response) == ["UnsupportedTopology", "PolicyViolation"]
+    assert 'policy "small-fleets" allows at most 5 agents, got 6' in response["status"]["message"]
+
+
+async def test_a_warn_policy_allows_with_a_warning(cluster: FakeCluster, client: httpx.AsyncClient) -> None:
+    cluster.installed_policies = [example_policy(enforcementAction="warn")]
+    [obj] = load_yaml(EXAMPLES / "bad" / "PolicyViolation.yaml")
+    response = await admit(client, review(in_namespace(obj)))
+    assert response["allowed"] is True
+    assert response["warnings"] == [
+        'spec.agents[1].replicas: PolicyViolation: policy "small-fleets" allows at most 3 replicas '
+        'per agent, got 8 for "coder"'
+    ]
+
+
+async def test_a_policy_applies_only_where_its_namespace_selector_matches(
+    cluster: FakeCluster, client: httpx.AsyncClient
+) -> None:
+    cluster.installed_policies = [example_policy(namespaceSelector={"matchLabels": {"tier": "shared"}})]
+    [obj] = load_yaml(EXAMPLES / "bad" / "PolicyViolation.yaml")
+    assert (await admit(client, review(in_namespace(obj))))["allowed"] is True
+    cluster.labels[NAMESPACE] = {"tier": "shared"}
+    assert reasons(await admit(client, review(in_namespace(obj)))) == ["PolicyViolation"]
+
+
+async def test_update_judges_the_new_object(client: httpx.AsyncClient) -> None:
+    cyclic = group(*VALID_AGENTS, deps=[("planner", "coder"), ("coder", "planner")])
+    response = await admit(client, review(cyclic, operation="UPDATE", old=VALID))
+    assert reasons(response) == ["DependencyCycle"]
+    assert response["status"]["message"] == (
+        "spec.dependencies: DependencyCycle: the dependencies contain the cycle planner -> coder -> planner; "
+        "remove one of these edges"
+    )
+    assert (await admit(client, review(VALID, operation="UPDATE", old=cyclic)))["allowed"] is True
+
+
+async def test_update_keeps_runtime_refs_the_group_already_had(
+    cluster: FakeCluster, client: httpx.AsyncClient
+) -> None:
+    # The runtime was deleted after the group was admitted: a label change must still go through.
+    cluster.existing[NAMESPACE].discard(("CodeInterpreter", "py-interp"))
+    relabelled = {**VALID, "metadata": {**VALID["metadata"], "labels": {"team": "a"}}}
+    assert (await admit(client, review(relabelled, operation="UPDATE", old=VALID)))["allowed"] is True
+    # A new reference to a missing runtime is still refused.
+    moved = group(("planner", "AgentRuntime", "planner-rt"), ("coder", "CodeInterpreter", "r-interp"))
+    response = await admit(client, review(moved, operation="UPDATE", old=VALID))
+    assert reasons(response) == ["RuntimeNotFound"]
+    assert cluster.lookups[-1] == (NAMESPACE, frozenset({("CodeInterpreter", "r-interp")}))
+
+
+async def test_delete_and_status_updates_are_allowed_unjudged(
+    cluster: FakeCluster, client: httpx.AsyncClient
+) -> None:
+    broken = group(topology="Peer")
+    assert (await admit(client, review(None, operation="DELETE", old=broken)))["allowed"] is True
+    status_update = review(broken, operation="UPDATE", old=broken, sub_resource="status")
+    assert (await admit(client, status_update))["allowed"] is True
+    being_deleted = {
+        **broken,
+        "metadata": {**broken["metadata"], "deletionTimestamp": "2030-01-01T00:00:00Z"},
+    }
+    assert (await admit(client, review(being_deleted, operation="UPDATE", old=broken)))["allowed"] is True
+    assert cluster.lookups == []
+
+
+async def test_dry_run_is_judged_the_same(client: httpx.AsyncClient) -> None:
+    bad = group(("coder", "CodeInterpreter", "r-interp"))
+    assert reasons(await admit(client, review(bad, dry_run=True))) == ["RuntimeNotFound"]
+    assert (await admit(client, review(VALID, dry_run=True)))["allowed"] is True
+
+
+async def test_the_request_api_version_is_echoed(client: httpx.AsyncClient) -> None:
+    response = await admit(client, review(VALID, api_version="admission.k8s.io/v1beta1", uid="abc-123"))
+    assert response == {"uid": "abc-123", "allowed": True}
+
+
+async def test_a_large_group_is_judged_with_one_lookup(
+    cluster: FakeCluster, client: httpx.AsyncClient
+) -> None:
+    cluster.installed_policies = []
+    assert (await admit(client, review(big_group(300))))["allowed"] is True
+    assert cluster.lookups == [(NAMESPACE, frozenset({("AgentRuntime", "planner-rt")}))]
+
+
+# --- things that are not an AgentGroup -------------------------------------------------------------
+
+
+async def test_an_object_that_is_not_an_agent_group_is_denied(client: httpx.AsyncClient) -> None:
+    config_map = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x", "namespace": NAMESPACE}}
+    response = await admit(client, review(config_map))
+    assert response["status"]["message"] == (
+        "kind: InvalidSpec: expected apiVersion runtime.agentcube.volcano.sh/v1alpha1, kind AgentGroup; "
+        "got v1 ConfigMap"
+    )
+    assert response["status"]["code"] == 422
+
+
+@pytest.mark.parametrize(
+    ("spec", "expected"),
+    [
+        ({"agents": "planner"}, "spec.agents: InvalidSpec: must be a list, got 'planner'"),
+        (
+            {
+                "agents": [
+                    {"name": "a", "replicas": "two", "runtimeRef": {"kind": "AgentRuntime", "name": "r"}}
+                ]
+            },
+            "spec.agents[0].replicas: InvalidReplicas: must be a valid integer, unable to parse string as an "
+            "integer, got 'two'",
+        ),
+        (
+            "everything",
+            "spec: InvalidSpec: must be a mapping or instance of AgentGroupSpec, got 'everything'",
+        ),
+    ],
+)
+async def test_a_spec_of_the_wrong_shape_is_denied_naming_the_field(
+    client: httpx.AsyncClient, spec: Any, expected: str
+) -> None:
+    obj = {**group(), "spec": spec}
+    response = await admit(client, review(obj))
+    assert response["allowed"] is False
+    assert response["status"]["message"] == expected
+
+
+# --- failures of the webhook itself --------------------------------------------------------------
+
+
+async def test_a_runtime_that_cannot_be_checked_denies_with_internal_error(
+    cluster: FakeCluster, client: httpx.AsyncClient
+) -> None:
+    cluster.failing[("CodeInterpreter", "py-interp")] = "503 ServiceUnavailable: etcd is down"
+    response = await admit(client, review(VALID))
+    status = response["status"]
+    assert (status["code"], status["reason"]) == (500, "InternalError")
+    assert status["message"] == (
+        'spec.agents[1].runtimeRef: RuntimeLookupFailed: could not check that CodeInterpreter "py-interp" '
+        'exists in namespace "team-a" (503 ServiceUnavailable: etcd is down); try again'
+    )
+    # Real violations still come first, with their own status code.
+    response = await admit(client, review(group(*VALID_AGENTS, topology="Peer")))
+    assert (response["status"]["code"], reasons(response)) == (
+        422,
+        ["UnsupportedTopology", "RuntimeLookupFailed"],
+    )
+
+
+async def test_a_bug_costs_one_clear_denial_and_the_app_keeps_serving(
+    cluster: FakeCluster, client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def broken(namespace: str, refs: object) -> None:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(cluster, "runtimes", broken)
+    response = await admit(client, review(VALID))
+    assert response["status"]["code"] == 500
+    assert response["status"]["message"] == (
+        ": InternalError: the webhook failed while judging this request; its log has the details"
+    )
+    monkeypatch.undo()
+    assert (await admit(client, review(VALID)))["allowed"] is True
+
+
+# --- bad HTTP input ------------------------------------------------------------------------------
+
+
+async def bad_request(client: httpx.AsyncClient, expected_code: int, **kwargs: Any) -> str:
+    resp = await client.post(VALIDATE_PATH, **kwargs)
+    assert resp.status_code == expected_code, resp.text
+    status = resp.json()
+    assert {"kind": "Status", "status": "Failure", "code": expected_code}.items() <= status.items()
+    message: str = status["message"]
+    return message
+
+
+async def test_a_body_over_the_limit_is_refused(client: httpx.AsyncClient) -> None:
+    huge = review(big_group(2000))
+    assert await bad_request(client, 413, json=huge) == "the body exceeds 65536 bytes"
+
+    async def chunks() -> AsyncIterator[bytes]:  # no Content-Length: the limit holds while reading
+        yield b"{" + b" " * 70_000
+
+    message = await bad_request(client, 413, content=chunks(), headers={"content-type": "application/json"})
+    assert message == "the body exceeds 65536 bytes"
+
+
+@pytest.mark.parametrize("content_type", ["text/plain", "application/yaml", ""])
+async def test_a_wrong_content_type_is_refused(client: httpx.AsyncClient, content_type: str) -> None:
+    message = await bad_request(client, 415, content=b"{}", headers={"content-type": content_type})
+    assert message == f"Content-Type must be application/json, got {content_type!r}"
+
+
+async def test_a_content_type_with_charset_is_accepted(client: httpx.AsyncClient) -> None:
+    body = review(VALID)
+    resp = await client.post(
+        VALIDATE_PATH,
+        content=httpx.Request("POST", "/", json=body).content,
+        headers={"content-type": "application/json; charset=utf-8"},
+    )
+    assert resp.json()["response"]["allowed"] is True
+
+
+async def test_malformed_json_is_refused(client: httpx.AsyncClient) -> None:
+    message = await bad_request(
+        client, 400, content=b'{"apiVersion": ', headers={"content-type": "application/json"}
+    )
+    assert message.startswith("the body is not valid JSON: ")
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        ([], "the body must be a JSON object: an admission.k8s.io/v1 AdmissionReview"),
+        ({"kind": "AdmissionReview"}, "apiVersion must be admission.k8s.io/v1, got None"),
+        ({"apiVersion": "admission.k8s.io/v1", "kind": "Pod"}, "kind must be AdmissionReview, got 'Pod'"),
+        (
+            {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview"},
+            "request is missing: an AdmissionReview sent for review carries a request object",
+        ),
+        (
+            {
+                "apiVersion": "admission.k8s.io/v1",
+                "kind": "AdmissionReview",
+                "request": {"operation": "CREATE"},
+            },
+            "request.uid is missing: the response must echo it, so it cannot be answered",
+        ),
+        (
+            {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {"uid": 7}},
+            "request.uid must be a string, got int",
+        ),
+        (
+            {
+                "apiVersion": "admission.k8s.io/v1",
+                "kind": "AdmissionReview",
+                "request": {"uid": "u", "operation": "PUT"},
+            },
+            "request.operation must be one of CREATE, UPDATE, DELETE, CONNECT, got 'PUT'",
+        ),
+        (
+            {
+                "apiVersion": "admission.k8s.io/v1",
+                "kind": "AdmissionReview",
+                "request": {"uid": "u", "operation": "CREATE"},
+            },
+            "request.object is missing: a CREATE review carries the object to judge",
+        ),
+    ],
+)
+async def test_a_review_that_cannot_be_answered_is_refused(
+    client: httpx.AsyncClient, body: Any, expected: str
+) -> None:
+    assert await bad_request(client, 400, json=body) == f"not a usable AdmissionReview: {expected}"
+
+
+async def test_other_methods_and_paths_are_refused(client: httpx.AsyncClient) -> None:
+    assert (await client.get(VALIDATE_PATH)).status_code == 405
+    assert (await client.post("/validate", json=review(VALID))).status_code == 404
+
+
+# --- metrics and logs ------------------------------------------------------------------------------
+
+
+def sample(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+async def test_metrics_count_requests_verdicts_and_denial_reasons(client: httpx.AsyncClient) -> None:
+    hook = {"webhook": VALIDATE_PATH}
+    before = {
+        "ok": sample("controller_runtime_webhook_requests_total", code="200", **hook),
+        "bad": sample("controller_runtime_webhook_requests_total", code="415", **hook),
+        "denied": sample("agentgroup_webhook_admissions_total", operation="CREATE", verdict="denied"),
+        "allowed": sample("agentgroup_webhook_admissions_total", operation="UPDATE", verdict="allowed"),
+        "cycle": sample("agentgroup_webhook_denials_total", reason="DependencyCycle"),
+        "latency": sample("controller_runtime_webhook_latency_seconds_count", **hook),
+    }
+    cyclic = group(*VALID_AGENTS, deps=[("planner", "coder"), ("coder", "planner")])
+    await admit(client, review(cyclic))
+    await admit(client, review(VALID, operation="UPDATE", old=VALID))
+    await client.post(VALIDATE_PATH, content=b"x", headers={"content-type": "text/plain"})
+    after = {
+        "ok": sample("controller_runtime_webhook_requests_total", code="200", **hook),
+        "bad": sample("controller_runtime_webhook_requests_total", code="415", **hook),
+        "denied": sample("agentgroup_webhook_admissions_total", operation="CREATE", verdict="denied"),
+        "allowed": sample("agentgroup_webhook_admissions_total", operation="UPDATE", verdict="allowed"),
+        "cycle": sample("agentgroup_webhook_denials_total", reason="DependencyCycle"),
+        "latency": sample("controller_runtime_webhook_latency_seconds_count", **hook),
+    }
+    assert {k: after[k] - before[k] for k in before} == {
+        "ok": 2,
+        "bad": 1,
+        "denied": 1,
+        "allowed": 1,
+        "cycle": 1,
+        "latency": 3,
+    }
+    assert sample("controller_runtime_webhook_requests_in_flight", **hook) == 0
+
+
+async def test_one_log_line_per_denial_and_none_per_allowed_request(
+    client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="webhook")
+    await admit(client, review(VALID))
+    assert caplog.records == []
+    await admit(client, review(group(("Coder", "CodeInterpreter", "r-interp"), topology="Peer")))
+    [record] = caplog.records
+    assert record.getMessage() == (
+        "denied CREATE of AgentGroup team-a/g: InvalidAgentName, RuntimeNotFound, UnsupportedTopology"
+    )
+    assert record.namespace == NAMESPACE  # type: ignore[attr-defined]
+    assert record.agentgroup == "g"  # type: ignore[attr-defined]
+    assert record.user == "alice"  # type: ignore[attr-defined]
+    assert record.reasons == ["InvalidAgentName", "RuntimeNotFound", "UnsupportedTopology"]  # type: ignore[attr-defined]
