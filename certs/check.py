@@ -204,7 +204,7 @@ def _time_problems(
                 "check this machine's clock, or regenerate it",
             )
         ]
-    if now >= na:
+    if now > na:  # RFC 5280: valid through notAfter, inclusive
         return [Problem(file, "Expired", f"{what} expired at {_fmt(na)} (now {_fmt(now)}); {_REGENERATE}")]
     if renew_fraction is not None and now >= renewal_time(cert, renew_fraction):
         left = na - now
@@ -249,8 +249,15 @@ def check_ca(
             problems.append(
                 Problem(file, "NotACA", f"{what} lacks basicConstraints CA:TRUE; use the CA's certificate")
             )
-        # Only the newest CA needs to stay valid; old ones in a bundle may lapse harmlessly.
-        problems += _time_problems(cert, file, now, what, renew_fraction if i == 0 else None)
+        if i == 0:
+            problems += _time_problems(cert, file, now, what, renew_fraction)
+        elif now > cert.not_valid_after_utc:
+            # Only the first (current) CA must be valid; an old one kept for overlap lapses harmlessly.
+            problems.append(
+                Problem(
+                    file, "ExpiredInBundle", f"{what} has expired; harmless, remove it", severity="warning"
+                )
+            )
     if key_pem is not None:
         key, key_problems = parse_private_key(key_pem, key_file)
         problems += key_problems
