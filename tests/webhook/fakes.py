@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from shared.kube.resources import Resource
 from shared.models import RUNTIME_KINDS
 from shared.policy import AgentGroupPolicy
 from shared.rules import RuntimeKey
@@ -121,3 +123,93 @@ class FakeCluster:
 
     def namespace_labels(self, namespace: str) -> Mapping[str, str] | None:
         return self.labels.get(namespace)
+
+
+class FakeKube:
+    """An in-memory API server for informers and direct GETs, with a watch that can lag behind.
+
+    ``put``/``remove`` change what GET and LIST see; their watch events are delivered at once unless
+    ``lag=True``, in which case they wait for :meth:`deliver` (a watch that has not caught up yet).
+    """
+
+    def __init__(self) -> None:
+        self.store: dict[str, dict[tuple[str, str], dict[str, Any]]] = {}
+        self.gets: list[tuple[str, str, str | None]] = []
+        self.get_error: Exception | None = None
+        self.get_gate: asyncio.Event | None = None  # when set, GETs wait for it
+        self.list_errors: dict[str, Exception] = {}  # by plural
+        self._rv = 0
+        self._queues: dict[str, list[asyncio.Queue[dict[str, Any]]]] = {}
+        self._lagging: list[tuple[str, dict[str, Any]]] = []
+
+    def _event(self, plural: str, event: dict[str, Any], lag: bool) -> None:
+        if lag:
+            self._lagging.append((plural, event))
+            return
+        for queue in self._queues.get(plural, []):
+            queue.put_nowait(event)
+
+    def put(self, res: Resource, obj: dict[str, Any], *, lag: bool = False) -> None:
+        self._rv += 1
+        meta = obj.setdefault("metadata", {})
+        meta["resourceVersion"] = str(self._rv)
+        key = (meta.get("namespace", ""), meta["name"])
+        bucket = self.store.setdefault(res.plural, {})
+        kind = "MODIFIED" if key in bucket else "ADDED"
+        bucket[key] = obj
+        self._event(res.plural, {"type": kind, "object": obj}, lag)
+
+    def remove(self, res: Resource, name: str, namespace: str = "", *, lag: bool = False) -> None:
+        obj = self.store.get(res.plural, {}).pop((namespace, name))
+        self._event(res.plural, {"type": "DELETED", "object": obj}, lag)
+
+    def deliver(self) -> None:
+        lagging, self._lagging = self._lagging, []
+        for plural, event in lagging:
+            self._event(plural, event, lag=False)
+
+    async def list(
+        self, res: Resource, namespace: str | None = None, label_selector: str | None = None
+    ) -> tuple[list[dict[str, Any]], str]:
+        if res.plural in self.list_errors:
+            raise self.list_errors[res.plural]
+        return list(self.store.get(res.plural, {}).values()), str(self._rv)
+
+    async def watch(
+        self,
+        res: Resource,
+        namespace: str | None = None,
+        resource_version: str | None = None,
+        label_selector: str | None = None,
+        allow_bookmarks: bool = True,
+        timeout_seconds: int = 300,
+    ) -> AsyncIterator[dict[str, Any]]:
+        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self._queues.setdefault(res.plural, []).append(queue)
+        try:
+            while True:
+                yield await queue.get()
+        finally:
+            self._queues[res.plural].remove(queue)
+
+    async def get(self, res: Resource, name: str, namespace: str | None = None) -> dict[str, Any] | None:
+        self.gets.append((res.kind, name, namespace))
+        if self.get_gate is not None:
+            await self.get_gate.wait()
+        if self.get_error is not None:
+            raise self.get_error
+        return self.store.get(res.plural, {}).get((namespace or "", name))
+
+
+def runtime(kind: str, name: str, namespace: str = NAMESPACE) -> dict[str, Any]:
+    return {"apiVersion": API_VERSION, "kind": kind, "metadata": {"name": name, "namespace": namespace}}
+
+
+async def wait_until(predicate: Callable[[], object], what: str, within: float = 5.0) -> None:
+    """Poll ``predicate`` until it is truthy; fail naming ``what`` after ``within`` seconds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while not predicate():
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out after {within:g} s waiting for {what}")
+        await asyncio.sleep(0.005)
