@@ -21,3 +21,8 @@ def ca() -> pki.KeyPair:
 @pytest.fixture(scope="session")
 def serving(ca: pki.KeyPair) -> pki.KeyPair:
     return pki.new_serving_cert(ca, NAMES, ip_addresses=["127.0.0.1"], valid_for=timedelta(days=365), now=NOW)
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"

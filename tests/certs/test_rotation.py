@@ -325,7 +325,7 @@ SIM = RotationSettings(
 )
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=15, deadline=None)
 @given(
     steps=st.lists(st.integers(min_value=10, max_value=6 * 60), min_size=1, max_size=30),
     precise=st.booleans(),
