@@ -1,0 +1,236 @@
+"""The AgentGroup CRD is a well-formed, structural, documented v1 CRD that agrees with the domain core,
+and its schema accepts the examples we ship.
+
+Schemas are checked with a small walker of the OpenAPI v3 subset CRDs use (types, enums, required,
+bounds, lengths, patterns, unknown fields). CEL rules are only checked for presence and reason codes
+here; the real API server evaluates them in tests/e2e.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from shared.findings import Reason
+from shared.models import GROUP, KIND, PLURAL, RUNTIME_KINDS, FailurePolicy, Topology
+from shared.naming import DNS1123_LABEL, MAX_LABEL
+
+ROOT = Path(__file__).resolve().parents[1]
+CRD_PATH = ROOT / "deploy/helm/agentgroup/crds/agentgroups.yaml"
+SCHEMAS = {
+    # kind -> the CRD that serves it (ours, or the test copies of agentcube's)
+    KIND: CRD_PATH,
+    "AgentGroupPolicy": ROOT / "deploy/helm/agentgroup/crds/agentgrouppolicies.yaml",
+    "CodeInterpreter": ROOT / "tests/e2e/crds/codeinterpreters.yaml",
+    "AgentRuntime": ROOT / "tests/e2e/crds/agentruntimes.yaml",
+}
+_TYPES: dict[str, type | tuple[type, ...]] = {
+    "object": Mapping,
+    "array": list,
+    "string": str,
+    "boolean": bool,
+    "integer": int,
+    "number": (int, float),
+}
+
+_CHECKS: dict[str, Callable[[Any, Any], bool]] = {
+    "enum": lambda v, lim: v in lim,
+    "minimum": lambda v, lim: v >= lim,
+    "maximum": lambda v, lim: v <= lim,
+    "minLength": lambda v, lim: len(v) >= lim,
+    "maxLength": lambda v, lim: len(v) <= lim,
+    "pattern": lambda v, lim: re.search(lim, v) is not None,
+    "minItems": lambda v, lim: len(v) >= lim,
+    "maxItems": lambda v, lim: len(v) <= lim,
+}
+
+
+def load(path: Path) -> dict[str, Any]:
+    data: dict[str, Any] = yaml.safe_load(path.read_text())
+    return data
+
+
+def version(crd: dict[str, Any]) -> dict[str, Any]:
+    (only,) = crd["spec"]["versions"]
+    return dict(only)
+
+
+def schema_of(kind: str) -> dict[str, Any]:
+    return dict(version(load(SCHEMAS[kind]))["schema"]["openAPIV3Schema"])
+
+
+def schema_errors(schema: Mapping[str, Any], value: Any, at: str = "") -> list[str]:
+    """Where ``value`` breaks ``schema``, one message per problem (empty: it fits)."""
+    kind = schema.get("type")
+    if kind and (not isinstance(value, _TYPES[kind]) or (isinstance(value, bool) and kind != "boolean")):
+        return [f"{at}: must be {kind}, got {value!r}"]
+    out = [
+        f"{at}: {value!r} breaks {key}: {schema[key]!r}"
+        for key, ok in _CHECKS.items()
+        if key in schema and not ok(value, schema[key])
+    ]
+    if isinstance(value, list) and "items" in schema:
+        for i, item in enumerate(value):
+            out += schema_errors(schema["items"], item, f"{at}[{i}]")
+    if isinstance(value, Mapping):
+        out += [f"{at}.{key}: required" for key in schema.get("required", ()) if key not in value]
+        props, extra = schema.get("properties", {}), schema.get("additionalProperties")
+        for key, item in value.items():
+            if at == "" and key == "metadata":
+                continue  # the API server validates ObjectMeta itself
+            if key in props:
+                out += schema_errors(props[key], item, f"{at}.{key}" if at else key)
+            elif isinstance(extra, Mapping):
+                out += schema_errors(extra, item, f"{at}.{key}")
+            elif not schema.get("x-kubernetes-preserve-unknown-fields"):
+                out.append(f"{at}.{key}: unknown field")
+    return out
+
+
+def nodes(schema: Mapping[str, Any], at: str = "") -> Iterator[tuple[str, Mapping[str, Any]]]:
+    """Every schema node below ``schema`` with its path, e.g. ``spec.agents[].name``."""
+    for key, child in schema.get("properties", {}).items():
+        path = f"{at}.{key}" if at else key
+        yield path, child
+        yield from nodes(child, path)
+    for key, suffix in (("items", "[]"), ("additionalProperties", "{}")):
+        if isinstance(schema.get(key), Mapping):
+            yield f"{at}{suffix}", schema[key]
+            yield from nodes(schema[key], f"{at}{suffix}")
+
+
+def docs(*paths: Path) -> list[dict[str, Any]]:
+    return [d for p in paths for d in yaml.safe_load_all(p.read_text()) if d]
+
+
+SCHEMA = schema_of(KIND)
+SPEC = SCHEMA["properties"]["spec"]["properties"]
+AGENT = SPEC["agents"]["items"]["properties"]
+
+
+# --- the CRD object --------------------------------------------------------------------------------
+
+
+def test_a_v1_crd_for_namespaced_agentgroups_with_short_name_ag() -> None:
+    crd = load(CRD_PATH)
+
+    assert (crd["apiVersion"], crd["kind"]) == ("apiextensions.k8s.io/v1", "CustomResourceDefinition")
+    assert crd["metadata"]["name"] == f"{PLURAL}.{GROUP}"
+    assert (crd["spec"]["group"], crd["spec"]["scope"]) == (GROUP, "Namespaced")
+    names = crd["spec"]["names"]
+    assert (names["kind"], names["plural"], names["singular"]) == (KIND, PLURAL, "agentgroup")
+    assert "ag" in names["shortNames"]
+    v = version(crd)
+    assert (v["name"], v["served"], v["storage"]) == ("v1alpha1", True, True)
+    assert v["subresources"] == {"status": {}}
+
+
+def test_printer_columns_show_topology_phase_ready_total_and_age() -> None:
+    columns = [(c["name"], c["jsonPath"]) for c in version(load(CRD_PATH))["additionalPrinterColumns"]]
+
+    assert columns == [
+        ("Topology", ".spec.topology"),
+        ("Phase", ".status.phase"),
+        ("Ready", ".status.readyAgents"),
+        ("Total", ".status.totalAgents"),
+        ("Age", ".metadata.creationTimestamp"),
+    ]
+
+
+# --- the schema ------------------------------------------------------------------------------------
+
+
+def test_the_schema_is_structural_and_every_field_is_described() -> None:
+    assert SCHEMA["type"] == "object"
+    for path, node in nodes(SCHEMA):
+        assert "type" in node, f"{path} has no type"
+        described = not path.endswith(("[]", "{}")) or node["type"] == "object"  # fields and objects
+        if described and path != "metadata":
+            assert node.get("description", "").strip(), f"{path} has no description (kubectl explain)"
+        if node["type"] == "array":
+            assert "items" in node, f"{path} has no items schema"
+
+
+def test_defaults_and_enums_agree_with_the_domain_core() -> None:
+    assert (SPEC["topology"]["default"], SPEC["topology"]["enum"]) == ("Hierarchical", list(Topology))
+    assert (SPEC["failurePolicy"]["default"], SPEC["failurePolicy"]["enum"]) == (
+        "FailFast",
+        list(FailurePolicy),
+    )
+    assert (AGENT["replicas"]["default"], AGENT["replicas"]["minimum"]) == (1, 1)
+    assert AGENT["runtimeRef"]["properties"]["kind"]["enum"] == list(RUNTIME_KINDS)
+    assert (AGENT["name"]["pattern"], AGENT["name"]["maxLength"]) == (DNS1123_LABEL.pattern, MAX_LABEL)
+    assert SPEC["agents"]["minItems"] == 1
+    assert SCHEMA["properties"]["spec"]["required"] == ["agents"]
+    for path, node in nodes(SCHEMA):
+        if "default" in node:
+            assert schema_errors(node, node["default"], path) == [], "a default must fit its own schema"
+
+
+def test_cel_rules_speak_the_webhook_s_reason_codes() -> None:
+    rules = [
+        (path, rule) for path, node in nodes(SCHEMA) for rule in node.get("x-kubernetes-validations", ())
+    ]
+    codes = "|".join(r.value for r in Reason)
+
+    assert rules
+    reasons = set()
+    for path, rule in rules:
+        assert rule["rule"].strip(), path
+        message = rule.get("message") or rule["messageExpression"].lstrip("'\"")
+        found = re.match(rf"({codes}): \S", message)
+        assert found, f"{path}: {message!r} does not start with a reason code"
+        reasons.add(found[1])
+    assert {"SelfDependency", "DuplicateAgentName"} <= reasons
+
+
+# --- the examples against the schemas ---------------------------------------------------------------
+
+GOOD = docs(*sorted((ROOT / "examples/good").glob("*.yaml")))
+
+
+@pytest.mark.parametrize("obj", GOOD, ids=[f"{d['kind']}/{d['metadata']['name']}" for d in GOOD])
+def test_every_good_example_fits_its_schema(obj: dict[str, Any]) -> None:
+    assert schema_errors(schema_of(obj["kind"]), obj) == []
+
+
+def test_the_example_policy_fits_its_schema() -> None:
+    (policy,) = docs(ROOT / "examples/bad/PolicyViolation.policy.yaml")
+
+    assert schema_errors(schema_of(policy["kind"]), policy) == []
+
+
+SCHEMA_REJECTS = {
+    "NoAgents": ["spec.agents: [] breaks minItems: 1"],
+    "InvalidAgentName": ["spec.agents[0].name: 'Planner_1' breaks pattern: "],
+    "InvalidReplicas": ["spec.agents[1].replicas: 0 breaks minimum: 1"],
+    "InvalidRuntimeKind": ["spec.agents[1].runtimeRef.kind: 'Deployment' breaks enum: "],
+}
+BAD = sorted(p for p in (ROOT / "examples/bad").glob("*.yaml") if p.stem in set(Reason))
+
+
+@pytest.mark.parametrize("path", BAD, ids=[p.stem for p in BAD])
+def test_the_schema_alone_rejects_what_it_can_express_and_admits_the_rest(path: Path) -> None:
+    (group,) = docs(path)
+
+    errors = schema_errors(SCHEMA, group)
+
+    expected = SCHEMA_REJECTS.get(path.stem, [])
+    assert len(errors) == len(expected)
+    for error, prefix in zip(errors, expected, strict=True):
+        assert error.startswith(prefix)
+
+
+def test_unknown_and_mistyped_fields_are_caught() -> None:
+    (group,) = [d for d in GOOD if d["kind"] == KIND]
+    typo = {**group, "spec": {**group["spec"], "dependency": [], "topology": 1}}
+
+    assert schema_errors(SCHEMA, typo) == [
+        "spec.topology: must be string, got 1",
+        "spec.dependency: unknown field",
+    ]
