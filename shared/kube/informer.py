@@ -134,7 +134,7 @@ class Informer:
                     relist = None
                 await self._watch()
             except ApiError as exc:
-                if exc.is_gone:
+                if exc.is_gone and relist is None:  # a 410 from a list (expired continue) backs off
                     log.info(
                         "%s: resourceVersion %s is too old, relisting",
                         self.name,
