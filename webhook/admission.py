@@ -37,6 +37,8 @@ class AdmissionRequest:
     operation: str
     namespace: str = ""
     name: str = ""
+    group: str = ""  # of request.kind, the type of the object
+    kind: str = ""
     sub_resource: str = ""
     user: str = ""
     dry_run: bool = False
@@ -76,12 +78,16 @@ def parse_review(body: Any) -> AdmissionRequest:
         raise ReviewError(f"request.object is missing: a {operation} review carries the object to judge")
     user_info = request.get("userInfo")
     user = user_info.get("username") if isinstance(user_info, dict) else None
+    gvk = request.get("kind")
+    group, kind = (gvk.get("group"), gvk.get("kind")) if isinstance(gvk, dict) else ("", "")
     return AdmissionRequest(
         api_version=api_version,
         uid=uid,
         operation=operation,
         namespace=_string(request, "namespace"),
         name=_string(request, "name"),
+        group=group if isinstance(group, str) else "",
+        kind=kind if isinstance(kind, str) else "",
         sub_resource=_string(request, "subResource"),
         user=user if isinstance(user, str) else "",
         dry_run=request.get("dryRun") is True,
@@ -196,8 +202,23 @@ async def decide(req: AdmissionRequest, cluster: Cluster) -> Decision:
     return Decision(verdict, tuple(_lookup_failures(group, namespace, lookup.failed)))
 
 
+def _cause(finding: Finding) -> dict[str, str]:
+    # kubectl prints an Invalid error as one "field: message" line per cause and leaves out the status
+    # message and the cause's reason, so the message carries the reason code too.
+    return {
+        "field": finding.field,
+        "reason": finding.reason,
+        "message": f"{finding.reason}: {finding.message}",
+    }
+
+
 def review_response(req: AdmissionRequest, decision: Decision) -> dict[str, Any]:
-    """The AdmissionReview to send back: the request's apiVersion and uid, the verdict, the warnings."""
+    """The AdmissionReview to send back: the request's apiVersion and uid, the verdict, the warnings.
+
+    A denial's status has the shape of the API server's own validation errors (details with the
+    object's group, kind and name, one cause per violation), so kubectl shows it the same way:
+    ``The AgentGroup "x" is invalid:`` followed by ``* <field>: <Reason>: <message>`` lines.
+    """
     response: dict[str, Any] = {"uid": req.uid, "allowed": decision.allowed}
     if not decision.allowed:
         code, reason = decision.status
@@ -207,7 +228,12 @@ def review_response(req: AdmissionRequest, decision: Decision) -> dict[str, Any]
             "code": code,
             "reason": reason,
             "message": "\n".join(str(d) for d in denials),
-            "details": {"causes": [d.as_dict() for d in denials]},
+            "details": {
+                "group": req.group,
+                "kind": req.kind,
+                "name": req.name,
+                "causes": [_cause(d) for d in denials],
+            },
         }
     if decision.warnings:
         response["warnings"] = [str(w) for w in decision.warnings]

@@ -57,7 +57,7 @@ async def _read_body(request: Request, limit: int) -> bytes | None:
 
 def _log_denial(review: AdmissionRequest, decision: Decision) -> None:
     denials = decision.denials
-    reasons = sorted({d.reason for d in denials})
+    reasons = sorted({str(d.reason) for d in denials})
     log.info(
         "denied %s of AgentGroup %s/%s: %s",
         review.operation,

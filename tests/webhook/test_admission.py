@@ -59,8 +59,15 @@ async def test_each_bad_example_is_denied_with_its_reason_code(client: httpx.Asy
     assert response["allowed"] is False
     status = response["status"]
     assert reasons(response) == [path.stem]
-    [cause] = status["details"]["causes"]
-    assert status["message"] == f"{cause['field']}: {path.stem}: {cause['message']}"
+    details = status["details"]
+    assert (details["group"], details["kind"], details["name"]) == (
+        "runtime.agentcube.volcano.sh",
+        "AgentGroup",
+        obj["metadata"]["name"],
+    )
+    [cause] = details["causes"]
+    assert cause["message"].startswith(f"{path.stem}: ")  # kubectl shows field and message only
+    assert status["message"] == f"{cause['field']}: {cause['message']}"
     policy_only = path.stem == Reason.POLICY_VIOLATION
     assert (status["code"], status["reason"]) == ((403, "Forbidden") if policy_only else (422, "Invalid"))
 
@@ -90,7 +97,8 @@ async def test_every_violation_is_reported_at_once_with_one_cause_each(client: h
         }
     )
     causes = status["details"]["causes"]
-    assert status["message"].splitlines() == [f"{c['field']}: {c['reason']}: {c['message']}" for c in causes]
+    assert status["message"].splitlines() == [f"{c['field']}: {c['message']}" for c in causes]
+    assert all(c["message"].startswith(f"{c['reason']}: ") for c in causes)
     assert {"field": "spec.agents[2].runtimeRef", "reason": "RuntimeNotFound"}.items() <= causes[-1].items()
     assert 'AgentRuntime "reviewer-v2" does not exist in namespace "team-a"' in causes[-1]["message"]
     assert response["warnings"] == [
