@@ -337,8 +337,8 @@ class KubeCertsAPI:
                 content_type="application/json-patch+json",
             )
         except KubeError as e:
-            if e.status == 422 and "test" in str(e).lower():
-                raise Conflict(409, f"webhook configuration {name} changed while patching: {e}") from e
+            if e.status == 422:  # a failed "test" op: the server says no more than 422
+                raise Conflict(409, f"webhook configuration {name} changed while patching ({e})") from e
             raise
 
     async def watch_webhook_config(self, name: str) -> AsyncIterator[None]:
