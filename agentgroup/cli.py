@@ -76,8 +76,9 @@ def main(argv: list[str] | None = None) -> int:
         status: int = args.func(args)
     except KeyboardInterrupt:
         return 130
-    except BrokenPipeError:  # e.g. `agentgroup validate ... | head`
-        sys.stderr.close()
+    except BrokenPipeError:  # e.g. `agentgroup validate ... | head`: the reader is gone
+        # Python's documented recipe: point stdout at devnull so the flush at exit does not fail too.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
     except Exception as err:
         if os.environ.get(DEBUG_ENV) == "1":

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
@@ -505,3 +507,25 @@ def test_version_and_help(agentgroup: Run) -> None:
     assert version.returncode == helps.returncode == 0
     assert version.stdout.startswith("agentgroup 0.")
     assert "validate" in helps.stdout
+
+
+def test_a_reader_that_stops_early_gets_no_traceback(tmp_path: Path) -> None:
+    path = write(tmp_path / "many.yaml", "---\n".join(group_yaml(f"g{i}") for i in range(3000)))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "agentgroup", "validate", "-f", path],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
+    assert proc.stdout is not None
+    assert proc.stderr is not None
+
+    first = proc.stdout.readline()
+    proc.stdout.close()  # like `| head -1`
+    err = proc.stderr.read()
+
+    assert proc.wait(timeout=60) == 1
+    assert first == f"default/g0 ({path}): allowed\n"
+    assert "Traceback" not in err
+    assert "BrokenPipeError" not in err
