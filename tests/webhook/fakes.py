@@ -42,12 +42,18 @@ def in_namespace(obj: dict[str, Any], namespace: str = NAMESPACE) -> dict[str, A
     return {**obj, "metadata": {**obj.get("metadata", {}), "namespace": namespace}}
 
 
-def group(*agents: tuple[str, str, str], deps: Sequence[tuple[str, str]] = (), **spec: Any) -> dict[str, Any]:
-    """An AgentGroup in NAMESPACE; each agent is (name, runtime kind, runtime name)."""
+def group(
+    *agents: tuple[str, str, str],
+    deps: Sequence[tuple[str, str]] = (),
+    name: str = "g",
+    namespace: str = NAMESPACE,
+    **spec: Any,
+) -> dict[str, Any]:
+    """An AgentGroup; each agent is (name, runtime kind, runtime name); ``spec`` adds spec fields."""
     return {
         "apiVersion": API_VERSION,
         "kind": "AgentGroup",
-        "metadata": {"name": "g", "namespace": NAMESPACE},
+        "metadata": {"name": name, "namespace": namespace},
         "spec": {
             "agents": [{"name": n, "runtimeRef": {"kind": k, "name": r}} for n, k, r in agents],
             "dependencies": [{"from": a, "to": b} for a, b in deps],

@@ -1,0 +1,323 @@
+"""The admission webhook as users meet it: `agentgroup webhook` running over TLS, registered with the real
+kube-apiserver through a ValidatingWebhookConfiguration, and kubectl as the client.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import signal
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agentgroup.devcluster import REPO_ROOT, LocalControlPlane, free_port
+from certs import pki
+from certs.files import write_cert_files
+from shared.findings import Reason
+from tests.e2e.kube import get_json, kubectl, wait_for
+from tests.webhook.fakes import group, load_yaml
+from webhook.app import VALIDATE_PATH
+
+EXAMPLES = REPO_ROOT / "examples"
+BAD_EXAMPLES = sorted(p for p in (EXAMPLES / "bad").glob("*.yaml") if p.stem in set(Reason))
+WEBHOOK_NAME = "validate.agentgroups.runtime.agentcube.volcano.sh"
+CONFIGURATION = "agentgroup-e2e"
+# These break a rule the CRD schema enforces too (pattern, minimum, enum, minItems): the API server
+# refuses them before calling the webhook, with its own message naming the field but not our code.
+SCHEMA_MESSAGE_WITHOUT_CODE = {
+    "NoAgents": "spec.agents: Invalid value: 0",
+    "InvalidAgentName": "spec.agents[0].name: Invalid value",
+    "InvalidReplicas": "spec.agents[1].replicas: Invalid value: 0",
+    "InvalidRuntimeKind": 'spec.agents[1].runtimeRef.kind: Unsupported value: "Deployment"',
+}
+
+
+@dataclass
+class Webhook:
+    """An `agentgroup webhook` process on loopback ports."""
+
+    proc: subprocess.Popen[bytes]
+    log: Path
+    port: int
+    metrics_port: int
+    health_port: int
+
+    @classmethod
+    def start(cls, cluster: LocalControlPlane, cert_dir: Path, log: Path) -> Webhook:
+        port, metrics_port, health_port = free_port(), free_port(), free_port()
+        args = [
+            *(sys.executable, "-m", "agentgroup", "webhook", "--kubeconfig", str(cluster.kubeconfig)),
+            *("--webhook-bind-address", f"127.0.0.1:{port}", "--cert-dir", str(cert_dir)),
+            *("--metrics-bind-address", f"127.0.0.1:{metrics_port}"),
+            *("--health-probe-bind-address", f"127.0.0.1:{health_port}", "--log-format", "text"),
+        ]
+        with log.open("wb") as out:
+            proc = subprocess.Popen(
+                args, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=REPO_ROOT
+            )
+        return cls(proc, log, port, metrics_port, health_port)
+
+    def log_tail(self) -> str:
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-40:])
+
+    def _get(self, port: int, path: str) -> tuple[int, str]:
+        if self.proc.poll() is not None:
+            raise AssertionError(
+                f"agentgroup webhook exited with status {self.proc.returncode}\n{self.log_tail()}"
+            )
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as resp:
+                return resp.status, resp.read().decode()
+        except urllib.error.HTTPError as err:
+            return err.code, err.read().decode()
+        except (urllib.error.URLError, OSError) as err:
+            return 0, str(err)
+
+    def readyz(self) -> tuple[int, str]:
+        return self._get(self.health_port, "/readyz")
+
+    def metrics(self) -> str:
+        return self._get(self.metrics_port, "/metrics")[1]
+
+    def wait(self, predicate: Callable[[], object], what: str, timeout: float = 60) -> None:
+        """``wait_for`` that shows the webhook's log when it times out."""
+        try:
+            wait_for(predicate, timeout, what)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n--- webhook log\n{self.log_tail()}") from None
+
+    def wait_ready(self) -> None:
+        self.wait(lambda: self.readyz()[0] == 200, "agentgroup webhook to be ready")
+
+    def stop(self) -> int:
+        """SIGTERM, then the exit status (a process that does not stop is killed and fails the test)."""
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise AssertionError(f"agentgroup webhook did not stop on SIGTERM\n{self.log_tail()}") from None
+
+
+def _serving_files(cert_dir: Path, ca: pki.KeyPair) -> None:
+    serving = pki.new_serving_cert(ca, ["localhost"], ip_addresses=["127.0.0.1"], valid_for=timedelta(days=1))
+    write_cert_files(cert_dir, {"tls.crt": serving.cert_pem, "tls.key": serving.key_pem})
+
+
+def _configuration(port: int, ca: pki.KeyPair) -> dict[str, Any]:
+    return {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingWebhookConfiguration",
+        "metadata": {"name": CONFIGURATION},
+        "webhooks": [
+            {
+                "name": WEBHOOK_NAME,
+                "clientConfig": {
+                    "url": f"https://127.0.0.1:{port}{VALIDATE_PATH}",
+                    "caBundle": base64.b64encode(ca.cert_pem).decode(),
+                },
+                "rules": [
+                    {
+                        "apiGroups": ["runtime.agentcube.volcano.sh"],
+                        "apiVersions": ["v1alpha1"],
+                        "operations": ["CREATE", "UPDATE"],
+                        "resources": ["agentgroups"],
+                    }
+                ],
+                "failurePolicy": "Fail",
+                "sideEffects": "None",
+                "timeoutSeconds": 5,
+                "admissionReviewVersions": ["v1"],
+            }
+        ],
+    }
+
+
+def _judged_by_webhook() -> bool:
+    """A server-side dry run of a group only the webhook refuses is refused: the registration is live."""
+    probe = group(("a", "AgentRuntime", "x"), deps=[("a", "ghost")], name="probe", namespace="default")
+    r = kubectl("apply", "--dry-run=server", "-f", "-", input=json.dumps(probe))
+    return not r.ok and "UnknownAgent" in r.stderr
+
+
+@pytest.fixture(scope="module")
+def webhook(cluster: LocalControlPlane, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Webhook]:
+    """`agentgroup webhook`, registered for AgentGroups while this module runs."""
+    root = tmp_path_factory.mktemp("webhook")
+    ca = pki.new_ca("agentgroup e2e webhook CA", valid_for=timedelta(days=1))
+    _serving_files(root / "certs", ca)
+    hook = Webhook.start(cluster, root / "certs", root / "webhook.log")
+    try:
+        hook.wait_ready()
+        kubectl("apply", "-f", "-", input=json.dumps(_configuration(hook.port, ca)), check=True)
+        hook.wait(_judged_by_webhook, "the API server to call the webhook", timeout=30)
+        yield hook
+    finally:
+        kubectl("delete", "validatingwebhookconfiguration", CONFIGURATION, "--ignore-not-found")
+        code = hook.stop()
+    assert code == 0, f"agentgroup webhook exited {code} after SIGTERM\n{hook.log_tail()}"
+
+
+@pytest.fixture
+def ns(webhook: Webhook, namespace: str) -> str:
+    """A fresh namespace holding the example runtimes (planner-rt, reviewer-rt, py-interp)."""
+    kubectl("apply", "-n", namespace, "-f", str(EXAMPLES / "good" / "01-runtimes.yaml"), check=True)
+    return namespace
+
+
+@pytest.fixture
+def small_fleets_policy() -> Iterator[None]:
+    policy = EXAMPLES / "bad" / "PolicyViolation.policy.yaml"
+    kubectl("apply", "-f", str(policy), check=True)
+    yield
+    kubectl("delete", "-f", str(policy), "--ignore-not-found", check=True)
+
+
+def _apply(ns: str, obj: dict[str, Any], *flags: str) -> Any:
+    return kubectl("apply", "-n", ns, *flags, "-f", "-", input=json.dumps(obj))
+
+
+@pytest.mark.usefixtures("small_fleets_policy")
+@pytest.mark.parametrize("path", BAD_EXAMPLES, ids=lambda p: p.stem)
+def test_each_bad_example_fails_at_once_naming_its_reason_code(ns: str, path: Path) -> None:
+    r = kubectl("apply", "-n", ns, "-f", str(path))
+    assert not r.ok, str(r)
+    assert SCHEMA_MESSAGE_WITHOUT_CODE.get(path.stem, path.stem) in r.stderr, str(r)
+    if path.stem == Reason.POLICY_VIOLATION:
+        assert "Error from server (Forbidden)" in r.stderr, str(r)
+        assert f'admission webhook "{WEBHOOK_NAME}" denied the request' in r.stderr, str(r)
+    else:
+        assert "is invalid" in r.stderr, str(r)
+    [obj] = load_yaml(path)
+    assert get_json("agentgroup", obj["metadata"]["name"], ns) is None
+
+
+def test_every_violation_is_shown_in_one_answer(ns: str) -> None:
+    bad = group(
+        ("planner", "AgentRuntime", "planner-rt"),
+        ("coder", "CodeInterpreter", "r-interp"),
+        ("reviewer", "AgentRuntime", "reviewer-rt"),
+        deps=[("planner", "coder"), ("coder", "reviewer"), ("reviewer", "planner"), ("coder", "ghost")],
+        name="many",
+        namespace=ns,
+        topology="Peer",
+    )
+    r = _apply(ns, bad)
+    assert not r.ok
+    assert r.stderr.splitlines() == [
+        'The AgentGroup "many" is invalid: ',
+        "* spec.topology: UnsupportedTopology: topology 'Peer' is reserved and not implemented yet; "
+        "use Hierarchical",
+        '* spec.dependencies[3].to: UnknownAgent: "ghost" is not an agent of this group',
+        "* spec.dependencies: DependencyCycle: the dependencies contain the cycle "
+        "planner -> coder -> reviewer -> planner; remove one of these edges",
+        '* spec.agents[1].runtimeRef: RuntimeNotFound: CodeInterpreter "r-interp" does not exist in '
+        f'namespace "{ns}"; create it first or fix runtimeRef',
+    ], str(r)
+
+
+def test_the_valid_examples_apply_runtimes_first_in_one_command(webhook: Webhook, namespace: str) -> None:
+    r = kubectl("apply", "-n", namespace, "-f", str(EXAMPLES / "good"))
+    assert r.ok, str(r)
+    assert "agentgroup.runtime.agentcube.volcano.sh/research-task created" in r.stdout
+
+
+def test_a_runtime_created_in_the_same_apply_as_its_group_is_found(
+    webhook: Webhook, namespace: str, tmp_path: Path
+) -> None:
+    # Each round creates a new runtime and, a moment later, its group: the watch may not have
+    # delivered the runtime yet, and the webhook must not report it missing.
+    for i in range(3):
+        folder = tmp_path / str(i)
+        folder.mkdir()
+        interp = {
+            "apiVersion": "runtime.agentcube.volcano.sh/v1alpha1",
+            "kind": "CodeInterpreter",
+            "metadata": {"name": f"interp-{i}"},
+            "spec": {"template": {"image": "ghcr.io/volcano-sh/picod:latest"}},
+        }
+        (folder / "1-runtime.yaml").write_text(json.dumps(interp))
+        pair = group(("coder", "CodeInterpreter", f"interp-{i}"), name=f"fresh-{i}", namespace=namespace)
+        (folder / "2-group.yaml").write_text(json.dumps(pair))
+        r = kubectl("apply", "-n", namespace, "-f", str(folder))
+        assert r.ok, str(r)
+
+
+def test_a_group_whose_runtime_is_missing_is_rejected(ns: str) -> None:
+    r = _apply(ns, group(("coder", "CodeInterpreter", "nowhere"), name="orphan", namespace=ns))
+    assert not r.ok
+    expected = (
+        f'CodeInterpreter "nowhere" does not exist in namespace "{ns}"; create it first or fix runtimeRef'
+    )
+    assert f"spec.agents[0].runtimeRef: RuntimeNotFound: {expected}" in r.stderr, str(r)
+
+
+def test_server_side_dry_run_is_judged_and_writes_nothing(ns: str) -> None:
+    bad = group(
+        ("coder", "CodeInterpreter", "py-interp"), deps=[("coder", "ghost")], name="dry", namespace=ns
+    )
+    r = _apply(ns, bad, "--dry-run=server")
+    assert not r.ok
+    assert 'spec.dependencies[0].to: UnknownAgent: "ghost" is not an agent of this group' in r.stderr, str(r)
+    good = group(("coder", "CodeInterpreter", "py-interp"), name="dry", namespace=ns)
+    r = _apply(ns, good, "--dry-run=server")
+    assert r.ok, str(r)
+    assert get_json("agentgroup", "dry", ns) is None
+
+
+def test_an_update_is_judged_and_a_warning_is_shown(ns: str) -> None:
+    agents = (("planner", "AgentRuntime", "planner-rt"), ("coder", "CodeInterpreter", "py-interp"))
+    r = _apply(ns, group(*agents, deps=[("planner", "coder")], name="edit", namespace=ns))
+    assert r.ok, str(r)
+    r = _apply(
+        ns, group(*agents, deps=[("planner", "coder"), ("coder", "planner")], name="edit", namespace=ns)
+    )
+    assert not r.ok
+    assert (
+        "spec.dependencies: DependencyCycle: the dependencies contain the cycle planner -> coder -> planner"
+        in (r.stderr)
+    ), str(r)
+    r = _apply(
+        ns, group(*agents, deps=[("planner", "coder"), ("planner", "coder")], name="edit", namespace=ns)
+    )
+    assert r.ok, str(r)
+    assert (
+        "Warning: spec.dependencies[1]: DuplicateDependency: the edge planner -> coder repeats "
+        "spec.dependencies[0]; remove the duplicate"
+    ) in r.stderr, str(r)
+
+
+def test_metrics_count_requests_and_denials(webhook: Webhook, ns: str) -> None:
+    _apply(
+        ns,
+        group(("coder", "CodeInterpreter", "py-interp"), deps=[("coder", "ghost")], name="m", namespace=ns),
+    )
+    text = webhook.metrics()
+    assert f'controller_runtime_webhook_requests_total{{code="200",webhook="{VALIDATE_PATH}"}}' in text
+    assert 'agentgroup_webhook_denials_total{reason="UnknownAgent"}' in text
+    assert f'controller_runtime_webhook_latency_seconds_count{{webhook="{VALIDATE_PATH}"}}' in text
+    assert 'agentgroup_informer_synced{resource="codeinterpreters"} 1.0' in text
+
+
+def test_not_ready_until_a_certificate_is_loaded(cluster: LocalControlPlane, tmp_path: Path) -> None:
+    hook = Webhook.start(cluster, tmp_path / "certs", tmp_path / "webhook.log")
+    try:
+        hook.wait(lambda: "[+]informers-synced ok" in hook.readyz()[1], "the caches to sync")
+        code, body = hook.readyz()
+        assert code == 503
+        assert "[-]certificate-loaded failed" in body
+        _serving_files(tmp_path / "certs", pki.new_ca("late CA", valid_for=timedelta(days=1)))
+        hook.wait_ready()
+    finally:
+        code = hook.stop()
+    assert code == 0, hook.log_tail()
