@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import Enum
@@ -70,6 +70,9 @@ AGENT_READY = "Ready"
 AGENT_FAILED = "Failed"
 
 RETRIES_ANNOTATION = "runtime.agentcube.io/sandbox-retries"
+
+# How many names a summary lists before it says "and N more".
+_LISTED = 5
 
 NORMAL = "Normal"
 WARNING = "Warning"
@@ -493,12 +496,17 @@ def _transition_events(group: AgentGroup, status: AgentGroupStatus) -> list[Grou
 def _summary(total: int, ready: int, waiting: Mapping[str, Sequence[str]]) -> str:
     blocked = [a for a, w in waiting.items() if w]
     text = f"{ready} of {total} Sandboxes Ready"
-    return text + (f"; {len(blocked)} agents wait for others" if blocked else "")
+    if not blocked:
+        return text
+    shown = ", ".join(blocked[:_LISTED])
+    more = f" and {len(blocked) - _LISTED} more" if len(blocked) > _LISTED else ""
+    return f"{text}; waiting to start: {shown}{more}"
 
 
-def _lost_text(slot: _Slot) -> str:
+def _lost_text(slot: _Slot, recreated: Collection[str] = ()) -> str:
+    """What happened to a slot, as it stands once the plan is carried out."""
     what = f'Sandbox "{slot.name}" of agent {slot.agent.name}'
-    if slot.state is _State.STARTING:
+    if slot.state is _State.STARTING or slot.name in recreated:
         return f"{what} is not Ready"
     return f"{what} is gone"
 
@@ -571,7 +579,11 @@ def plan(
         same_gen and old.phase == Phase.FAILED and old_ready is not None and old_ready.reason in FINAL_REASONS
     ):
         lost = frozenset(s.agent.name for s in not_ready)
-        outcome = _Outcome(Phase.FAILED, old_ready.reason, old_ready.message, failed_agents=lost)
+        degraded = find(old.conditions, DEGRADED)
+        was_degraded = degraded.message if degraded is not None and degraded.status == "True" else ""
+        outcome = _Outcome(
+            Phase.FAILED, old_ready.reason, old_ready.message, degraded=was_degraded, failed_agents=lost
+        )
     elif not not_ready:
         outcome = _Outcome(Phase.RUNNING, FLEET_READY, f"all {total} Sandboxes are Ready")
     elif same_gen and old.phase == Phase.RUNNING:
@@ -736,5 +748,7 @@ def _after_loss(
                 ),
             )
         )
+    recreated = {c.body["metadata"]["name"] for c in draft.creates}
+    text = "; ".join(_lost_text(s, recreated) for s in lost)
     outcome = _Outcome(Phase.RUNNING, AGENT_LOST, text, degraded=text)
     return outcome, (updated if updated != retries else None)

@@ -61,3 +61,31 @@ def test_a_plan_carried_out_asks_for_nothing_more(
     assert again.deletes == ()
     assert again.annotations is None
     assert again.status == w.typed.status
+
+
+@PROPERTY
+@given(
+    dags(max_nodes=6),
+    st.sampled_from(["FailFast", "RetrySubAgent", "ContinueDegraded"]),
+    st.booleans(),
+    st.data(),
+)
+def test_after_a_loss_every_policy_settles(
+    graph: Graph, policy: str, gone: bool, data: st.DataObject
+) -> None:
+    nodes, edges = graph
+    w = World(group_obj([agent(n) for n in nodes], edges, policy=policy), [code_interpreter()])
+    w.run_until_running()
+    victim = data.draw(st.sampled_from(sorted(w.sandboxes)))
+    if gone:
+        w.lose(victim)
+    else:
+        w.mark_ready(victim, ready=False)
+    w.step()
+    again = w.plan()
+    assert again.creates == ()
+    assert again.deletes == ()
+    assert again.status == w.typed.status
+    expected = {"FailFast": "Failed", "RetrySubAgent": "Running", "ContinueDegraded": "Running"}[policy]
+    assert w.phase == expected
+    assert w.condition("Degraded")["status"] == "True"
