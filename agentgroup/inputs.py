@@ -3,7 +3,7 @@
 A path is a file, a directory (every ``*.yaml``, ``*.yml`` and ``*.json`` below it, in sorted order)
 or ``-`` for stdin. A file holds one or more YAML documents or a stream of JSON values; a ``kind: List``
 (or ``<Kind>List``) contributes its ``items``. Every problem is an :class:`InputError` whose message
-starts with ``<file>:<line>`` so an editor can jump to it.
+starts with the file, and ``:<line>[:<column>]`` when there is one, so an editor can jump to it.
 """
 
 from __future__ import annotations
@@ -75,7 +75,7 @@ def files(path: str) -> list[str]:
             raise InputError(f"{path}: the directory holds no {', '.join(SUFFIXES)} files")
         return out
     if not p.exists():
-        raise InputError(f"{path}: no such file or directory; check the path given to -f")
+        raise InputError(f"{path}: no such file or directory; check the path")
     return [path]
 
 

@@ -431,9 +431,9 @@ def test_every_unreadable_input_is_reported(agentgroup: Run, tmp_path: Path) -> 
 
     assert proc.returncode == 2
     assert proc.stderr.splitlines() == [
-        "no/such/file.yaml: no such file or directory; check the path given to -f",
+        "no/such/file.yaml: no such file or directory; check the path",
         f"{empty}: the directory holds no .yaml, .yml, .json files",
-        "missing-runtimes/: no such file or directory; check the path given to -f",
+        "missing-runtimes/: no such file or directory; check the path",
     ]
 
 
