@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any, Literal, Protocol
 
 from prometheus_client import Counter, Gauge
@@ -43,7 +43,7 @@ class ListWatcher(Protocol):
         label_selector: str | None = None,
         allow_bookmarks: bool = True,
         timeout_seconds: int = 300,
-    ) -> Any: ...
+    ) -> AsyncIterator[dict[str, Any]]: ...
 
 
 def object_key(obj: dict[str, Any]) -> Key:
