@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import Counter
 
 import orjson
 from fastapi import FastAPI
@@ -83,8 +82,8 @@ def _count(review: AdmissionRequest, decision: Decision) -> None:
     if not allowed:
         for reason in {d.reason for d in decision.denials}:
             metrics.DENIALS.labels(reason).inc()
-    for reason, n in Counter(w.reason for w in decision.warnings).items():
-        metrics.WARNINGS.labels(reason).inc(n)
+    for warning in decision.warnings:
+        metrics.WARNINGS.labels(warning.reason).inc()
     if decision.verdict is not None and decision.verdict.dryrun:
         metrics.POLICY_DRYRUN.inc(len(decision.verdict.dryrun))
 

@@ -378,35 +378,32 @@ def sample(name: str, **labels: str) -> float:
     return REGISTRY.get_sample_value(name, labels) or 0.0
 
 
-async def test_metrics_count_requests_verdicts_and_denial_reasons(client: httpx.AsyncClient) -> None:
+async def test_metrics_count_requests_verdicts_and_reason_codes(client: httpx.AsyncClient) -> None:
     hook = {"webhook": VALIDATE_PATH}
-    before = {
-        "ok": sample("controller_runtime_webhook_requests_total", code="200", **hook),
-        "bad": sample("controller_runtime_webhook_requests_total", code="415", **hook),
-        "denied": sample("agentgroup_webhook_admissions_total", operation="CREATE", verdict="denied"),
-        "allowed": sample("agentgroup_webhook_admissions_total", operation="UPDATE", verdict="allowed"),
-        "cycle": sample("agentgroup_webhook_denials_total", reason="DependencyCycle"),
-        "latency": sample("controller_runtime_webhook_latency_seconds_count", **hook),
+    series = {
+        "ok": ("controller_runtime_webhook_requests_total", {"code": "200", **hook}),
+        "bad": ("controller_runtime_webhook_requests_total", {"code": "415", **hook}),
+        "latency": ("controller_runtime_webhook_latency_seconds_count", hook),
+        "denied": ("agentgroup_webhook_admissions_total", {"operation": "CREATE", "verdict": "denied"}),
+        "allowed": ("agentgroup_webhook_admissions_total", {"operation": "UPDATE", "verdict": "allowed"}),
+        "cycle": ("agentgroup_webhook_denials_total", {"reason": "DependencyCycle"}),
+        "duplicate": ("agentgroup_webhook_warnings_total", {"reason": "DuplicateDependency"}),
     }
-    cyclic = group(*VALID_AGENTS, deps=[("planner", "coder"), ("coder", "planner")])
-    await admit(client, review(cyclic))
-    await admit(client, review(VALID, operation="UPDATE", old=VALID))
+    before = {key: sample(name, **labels) for key, (name, labels) in series.items()}
+    await admit(client, review(group(*VALID_AGENTS, deps=[("planner", "coder"), ("coder", "planner")])))
+    await admit(
+        client, review(group(*VALID_AGENTS, deps=[("planner", "coder")] * 2), operation="UPDATE", old=VALID)
+    )
     await client.post(VALIDATE_PATH, content=b"x", headers={"content-type": "text/plain"})
-    after = {
-        "ok": sample("controller_runtime_webhook_requests_total", code="200", **hook),
-        "bad": sample("controller_runtime_webhook_requests_total", code="415", **hook),
-        "denied": sample("agentgroup_webhook_admissions_total", operation="CREATE", verdict="denied"),
-        "allowed": sample("agentgroup_webhook_admissions_total", operation="UPDATE", verdict="allowed"),
-        "cycle": sample("agentgroup_webhook_denials_total", reason="DependencyCycle"),
-        "latency": sample("controller_runtime_webhook_latency_seconds_count", **hook),
-    }
-    assert {k: after[k] - before[k] for k in before} == {
+    after = {key: sample(name, **labels) for key, (name, labels) in series.items()}
+    assert {k: after[k] - before[k] for k in series} == {
         "ok": 2,
         "bad": 1,
+        "latency": 3,
         "denied": 1,
         "allowed": 1,
         "cycle": 1,
-        "latency": 3,
+        "duplicate": 1,
     }
     assert sample("controller_runtime_webhook_requests_in_flight", **hook) == 0
 
