@@ -1,7 +1,8 @@
 """Operational HTTP endpoints of both processes: ``/healthz``, ``/readyz`` and ``/metrics``.
 
 Addresses follow controller-runtime's flags: ``":8080"`` listens on every interface, ``"127.0.0.1:0"``
-on a free loopback port, and ``"0"`` turns that server off.
+on a free loopback port, and ``"0"`` turns that server off. Both servers answer all three paths (they
+are split only so that probes and scrapes can use different ports, as Kubernetes manifests expect).
 """
 
 from __future__ import annotations

@@ -11,8 +11,6 @@ from collections.abc import Awaitable, Callable
 log = logging.getLogger(__name__)
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
-# What a shell reports for a process killed by a second signal it could not finish draining on.
-FORCED_EXIT = 128 + signal.SIGTERM
 
 
 def _new_loop() -> asyncio.AbstractEventLoop:
@@ -30,7 +28,7 @@ async def _supervise(main: Callable[[asyncio.Event], Awaitable[int]]) -> int:
     def on_signal(sig: signal.Signals) -> None:
         if stop.is_set():
             log.warning("received %s again: exiting without draining", sig.name)
-            os._exit(FORCED_EXIT)
+            os._exit(128 + sig)  # what a shell reports for a process killed by that signal
         log.info("received %s: shutting down", sig.name)
         stop.set()
 
@@ -47,7 +45,8 @@ def run_process(main: Callable[[asyncio.Event], Awaitable[int]]) -> int:
     """Run ``main(stop)`` on uvloop and return its exit code.
 
     The first SIGTERM or SIGINT sets ``stop``; ``main`` is expected to drain and return. A second
-    signal exits at once with status 143. An exception escaping ``main`` is logged and gives status 1.
+    signal exits at once with status 128 + its number (143 for SIGTERM, 130 for SIGINT). An
+    exception escaping ``main`` is logged and gives status 1.
     """
     with asyncio.Runner(loop_factory=_new_loop) as runner:
         try:

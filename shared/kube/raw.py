@@ -89,6 +89,11 @@ class ApiError(Exception):
         return self.status in (NO_RESPONSE, 429) or self.status >= 500
 
 
+def _connection_error(what: str, exc: BaseException) -> ApiError:
+    detail = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    return ApiError(NO_RESPONSE, "ConnectionError", f"{what}: {detail}")
+
+
 def _parse(data: bytes, status: int) -> Any:
     try:
         return orjson.loads(data)
@@ -185,7 +190,7 @@ class Kube:
             )
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             REQUESTS.labels(verb, label, str(NO_RESPONSE)).inc()
-            raise ApiError(NO_RESPONSE, "ConnectionError", f"{method} {path}: {exc!r}") from exc
+            raise _connection_error(f"{method} {path}", exc) from exc
         resp: aiohttp.ClientResponse = rest.response
         REQUESTS.labels(verb, label, str(resp.status)).inc()
         if resp.status >= 400:
@@ -213,7 +218,7 @@ class Kube:
         try:
             data = await resp.read()
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            raise ApiError(NO_RESPONSE, "ConnectionError", f"{method} {path}: {exc!r}") from exc
+            raise _connection_error(f"{method} {path}", exc) from exc
         finally:
             resp.release()
         return _parse(data, resp.status)
@@ -372,7 +377,7 @@ class Kube:
                 try:
                     line = await resp.content.readline(max_line_length=MAX_WATCH_LINE)
                 except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as exc:
-                    raise ApiError(NO_RESPONSE, "ConnectionError", f"watch {path}: {exc!r}") from exc
+                    raise _connection_error(f"watch {path}", exc) from exc
                 if not line:
                     return
                 if line.isspace():

@@ -104,13 +104,18 @@ def test_the_coroutine_decides_the_exit_code(child: Callable[[str], Child]) -> N
     assert proc.exit_code() == 3
 
 
-def test_a_second_signal_forces_the_exit(child: Callable[[str], Child]) -> None:
+@pytest.mark.parametrize(
+    ("sig", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)], ids=["SIGTERM", "SIGINT"]
+)
+def test_a_second_signal_forces_the_exit(
+    child: Callable[[str], Child], sig: signal.Signals, code: int
+) -> None:
     proc = child("hang")
     proc.wait_for("ready")
     proc.proc.send_signal(signal.SIGTERM)
     proc.wait_for("draining")
-    proc.proc.send_signal(signal.SIGTERM)
-    assert proc.exit_code() == 143
+    proc.proc.send_signal(sig)
+    assert proc.exit_code() == code
 
 
 def test_an_escaping_exception_is_logged_and_exits_1(child: Callable[[str], Child]) -> None:
