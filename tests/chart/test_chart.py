@@ -7,12 +7,16 @@ install, upgrade, uninstall) is in tests/e2e/test_chart.py.
 
 from __future__ import annotations
 
+import argparse
 import base64
+from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
+from agentgroup import cli
+from certs.cli import add_rotator_arguments, rotator_settings
 from certs.rotation import ANNOTATION_MANAGED_BY, MANAGED_BY
 from certs.rotator import CAINJECTOR_ANNOTATION, MODES
 from tests.chart.helm import CHART, NAMESPACE, RELEASE, Helm, find, is_hook, one
@@ -248,7 +252,7 @@ def test_controller_runs_two_replicas_with_leader_election(default: list[dict[st
         "--leader-elect": "",
         "--leader-election-namespace": NAMESPACE,
         "--leader-election-id": "agentgroup-controller",
-        "--workers": "4",
+        "--max-concurrent-reconciles": "16",
         "--sandbox-api-version": "auto",
         "--metrics-bind-address": ":8080",
         "--health-probe-bind-address": ":8081",
@@ -341,6 +345,64 @@ def test_security_context_can_leave_ids_to_the_platform(helm: Helm) -> None:
         }
 
 
+# ------------------------------------------------------------------ flags the processes accept
+
+
+def test_controller_accepts_every_flag_the_chart_passes(default: list[dict[str, Any]]) -> None:
+    args = cli.parser().parse_args(container(one(default, "Deployment", CONTROLLER))["args"])
+    assert args.leader_elect is True
+    assert args.leader_election_namespace == NAMESPACE
+    assert args.leader_election_id == "agentgroup-controller"
+    assert args.max_concurrent_reconciles == 16
+    assert args.sandbox_api_version == "auto"
+    assert (args.metrics_bind_address, args.health_probe_bind_address) == (":8080", ":8081")
+
+
+def _rotator_flags(args: list[str]) -> list[str]:
+    rotator = argparse.ArgumentParser()
+    add_rotator_arguments(rotator)
+    names = {s for a in rotator._actions for s in a.option_strings}
+    return [a for a in args if a.partition("=")[0] in names]
+
+
+@pytest.mark.parametrize("mode", sorted(MODE_VALUES))
+def test_webhook_accepts_every_flag_the_chart_passes(helm: Helm, mode: str) -> None:
+    args = container(one(helm.template(values=MODE_VALUES[mode]), "Deployment", WEBHOOK))["args"]
+    # `agentgroup webhook` takes the certificate flags of certs/cli.py (add_rotator_arguments); any flag
+    # it does not know must be one of those.
+    _, unknown = cli.parser().parse_known_args(args)
+    assert set(unknown) <= set(_rotator_flags(args))
+    parsed = webhook_cli_args(args)
+    assert parsed.webhook_bind_address == ":9443"
+    assert str(parsed.cert_dir) == "/tmp/k8s-webhook-server/serving-certs"
+
+
+def webhook_cli_args(args: list[str]) -> argparse.Namespace:
+    """The webhook's own flags, parsed by `agentgroup webhook`'s parser."""
+    rotator = set(_rotator_flags(args))
+    return cli.parser().parse_args([a for a in args if a not in rotator])
+
+
+@pytest.mark.parametrize("cluster_domain", ["cluster.local", "corp.internal"])
+def test_self_managed_flags_give_the_rotator_the_chart_s_names(helm: Helm, cluster_domain: str) -> None:
+    objects = helm.template(values={"clusterDomain": cluster_domain})
+    args = container(one(objects, "Deployment", WEBHOOK))["args"]
+    parser = argparse.ArgumentParser()
+    add_rotator_arguments(parser)
+    cert_dir = Path("/tmp/k8s-webhook-server/serving-certs")
+    settings = rotator_settings(parser.parse_args(_rotator_flags(args)), cert_dir)
+    assert settings.mode == "self-managed"
+    assert (settings.secret_namespace, settings.secret_name) == (
+        NAMESPACE,
+        one(objects, "Secret")["metadata"]["name"],
+    )
+    assert settings.webhook_config_name == one(objects, "ValidatingWebhookConfiguration")["metadata"]["name"]
+    service = webhook_entry(objects)["clientConfig"]["service"]
+    # The certificate names what the API server dials: <service>.<namespace>.svc.
+    assert f"{service['name']}.{service['namespace']}.svc" in settings.dns_names
+    assert f"{WEBHOOK}.{NAMESPACE}.svc.{cluster_domain}" in settings.dns_names
+
+
 # ---------------------------------------------------------------------------------- certificates
 
 
@@ -358,17 +420,14 @@ def test_self_managed_mode(default: list[dict[str, Any]]) -> None:
     assert "stringData" not in secret
     deployment = one(default, "Deployment", WEBHOOK)
     f = flags(deployment)
-    assert {
-        k: v for k, v in f.items() if k.startswith(("--cert", "--webhook-config", "--service", "--cluster"))
-    } == {
+    assert {k: v for k, v in f.items() if k.startswith(("--cert", "--webhook-config", "--service"))} == {
         "--cert-dir": "/tmp/k8s-webhook-server/serving-certs",
         "--cert-mode": "self-managed",
-        "--cert-secret-name": name,
-        "--cert-secret-namespace": NAMESPACE,
-        "--webhook-config-name": WEBHOOK,
+        "--cert-secret": name,
+        "--cert-namespace": NAMESPACE,
+        "--webhook-config": WEBHOOK,
         "--service-name": WEBHOOK,
         "--service-namespace": NAMESPACE,
-        "--cluster-domain": "cluster.local",
     }
     # The rotator writes the files into the cert dir, inside the writable /tmp emptyDir.
     assert [v["name"] for v in deployment["spec"]["template"]["spec"]["volumes"]] == ["tmp"]
@@ -402,7 +461,7 @@ def test_cert_manager_mode(helm: Helm) -> None:
     assert config["metadata"]["annotations"] == {CAINJECTOR_ANNOTATION: f"{NAMESPACE}/{WEBHOOK}-serving"}
     deployment = one(objects, "Deployment", WEBHOOK)
     assert flags(deployment)["--cert-mode"] == "cert-manager"
-    assert "--cert-secret-name" not in flags(deployment)
+    assert "--cert-secret" not in flags(deployment)
     volume = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}["serving-certs"]
     assert volume["secret"]["secretName"] == secret_name
     mount = {m["name"]: m for m in container(deployment)["volumeMounts"]}["serving-certs"]
