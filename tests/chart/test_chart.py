@@ -563,7 +563,7 @@ def test_controller_rbac_is_exactly_what_it_uses(default: list[dict[str, Any]]) 
         for resource in rule["resources"]
     }
     assert granted == {
-        (GROUP, "agentgroups"): ["get", "list", "watch"],
+        (GROUP, "agentgroups"): ["get", "list", "patch", "watch"],
         (GROUP, "agentgroups/status"): ["get", "patch", "update"],
         (GROUP, "agentgroups/finalizers"): ["update"],
         (GROUP, "codeinterpreters"): ["get", "list", "watch"],

@@ -390,6 +390,7 @@ def test_controller_service_account_can_do_what_it_needs_and_nothing_broader(rel
     elsewhere = f"{release.name}-elsewhere"
     needs: list[tuple[str, str, str | None, str]] = [
         ("watch", f"agentgroups.{GROUP}", elsewhere, ""),
+        ("patch", f"agentgroups.{GROUP}", elsewhere, ""),  # the RetrySubAgent retry-count annotation
         ("patch", f"agentgroups.{GROUP}", elsewhere, "status"),
         ("update", f"agentgroups.{GROUP}", elsewhere, "finalizers"),
         ("list", f"codeinterpreters.{GROUP}", elsewhere, ""),
@@ -410,7 +411,6 @@ def test_controller_service_account_can_do_what_it_needs_and_nothing_broader(rel
         ("delete", f"agentgroups.{GROUP}", elsewhere, ""),
         ("create", f"agentgroups.{GROUP}", elsewhere, ""),
         ("update", f"agentgroups.{GROUP}", elsewhere, ""),
-        ("patch", f"agentgroups.{GROUP}", elsewhere, ""),
         ("delete", f"agentgrouppolicies.{GROUP}", None, ""),
         ("update", f"codeinterpreters.{GROUP}", elsewhere, ""),
         ("get", "secrets", ns, ""),
