@@ -82,7 +82,7 @@ def _agent_findings(group: AgentGroup) -> Iterable[Finding]:
             yield Finding(
                 f"{at}.name",
                 Reason.INVALID_AGENT_NAME,
-                f"{agent.name!r} is not a DNS-1123 label: use at most {MAX_LABEL} lower-case letters, "
+                f'"{agent.name}" is not a DNS-1123 label: use at most {MAX_LABEL} lower-case letters, '
                 "digits and '-', starting and ending with a letter or digit",
             )
         if agent.name in first_index:
@@ -105,7 +105,7 @@ def _agent_findings(group: AgentGroup) -> Iterable[Finding]:
             yield Finding(
                 f"{at}.runtimeRef",
                 Reason.INVALID_RUNTIME_KIND,
-                f"kind {ref.kind or '(empty)'!r} is not supported; use {' or '.join(RUNTIME_KINDS)}",
+                f'kind "{ref.kind}" is not supported; use {" or ".join(RUNTIME_KINDS)}',
             )
         if not ref.name:
             yield Finding(
@@ -168,14 +168,14 @@ def _spec_findings(group: AgentGroup) -> Iterable[Finding]:
         yield Finding(
             "spec.topology",
             Reason.UNSUPPORTED_TOPOLOGY,
-            f"topology {spec.topology!r} {what}; use {Topology.HIERARCHICAL.value}",
+            f'topology "{spec.topology}" {what}; use {Topology.HIERARCHICAL.value}',
         )
     policies = [p.value for p in FailurePolicy]
     if spec.failure_policy not in policies:
         yield Finding(
             "spec.failurePolicy",
             Reason.INVALID_SPEC,
-            f"failurePolicy {spec.failure_policy!r} is not one of {', '.join(policies)}",
+            f'failurePolicy "{spec.failure_policy}" is not one of {", ".join(policies)}',
         )
 
 

@@ -116,7 +116,7 @@ def test_json_output_has_the_documented_shape(agentgroup: Run) -> None:
     assert bad["violations"][0] == {
         "field": "spec.agents[1].name",
         "reason": "InvalidAgentName",
-        "message": "'Coder' is not a DNS-1123 label: use at most 63 lower-case letters, digits and '-', "
+        "message": "\"Coder\" is not a DNS-1123 label: use at most 63 lower-case letters, digits and '-', "
         "starting and ending with a letter or digit",
     }
     assert [w["reason"] for w in bad["warnings"]] == ["DuplicateDependency"]

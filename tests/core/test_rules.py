@@ -38,7 +38,7 @@ CASES: list[tuple[str, dict[str, Any], str, Reason, tuple[str, ...]]] = [
         group(["Planner"]),
         "spec.agents[0].name",
         Reason.INVALID_AGENT_NAME,
-        ("'Planner'", "DNS-1123 label", "lower-case"),
+        ('"Planner"', "DNS-1123 label", "lower-case"),
     ),
     (
         "name of 64 characters",
@@ -47,13 +47,13 @@ CASES: list[tuple[str, dict[str, Any], str, Reason, tuple[str, ...]]] = [
         Reason.INVALID_AGENT_NAME,
         ("at most 63",),
     ),
-    ("empty name", group([""]), "spec.agents[0].name", Reason.INVALID_AGENT_NAME, ("''",)),
+    ("empty name", group([""]), "spec.agents[0].name", Reason.INVALID_AGENT_NAME, ('""',)),
     (
         "name ends with a dash",
         group(["ok", "coder-"]),
         "spec.agents[1].name",
         Reason.INVALID_AGENT_NAME,
-        ("'coder-'", "ending with a letter or digit"),
+        ('"coder-"', "ending with a letter or digit"),
     ),
     (
         "duplicate name",
@@ -88,14 +88,14 @@ CASES: list[tuple[str, dict[str, Any], str, Reason, tuple[str, ...]]] = [
         with_agents(agent("a", kind="Deployment")),
         "spec.agents[0].runtimeRef",
         Reason.INVALID_RUNTIME_KIND,
-        ("'Deployment'", "CodeInterpreter or AgentRuntime"),
+        ('"Deployment"', "CodeInterpreter or AgentRuntime"),
     ),
     (
         "empty runtime kind",
         with_agents({"name": "a", "runtimeRef": {"name": "rt"}}),
         "spec.agents[0].runtimeRef",
         Reason.INVALID_RUNTIME_KIND,
-        ("'(empty)'",),
+        ('kind ""',),
     ),
     (
         "empty runtime name",
@@ -151,14 +151,14 @@ CASES: list[tuple[str, dict[str, Any], str, Reason, tuple[str, ...]]] = [
         group(["a"], topology="Peer"),
         "spec.topology",
         Reason.UNSUPPORTED_TOPOLOGY,
-        ("'Peer' is reserved and not implemented yet", "Hierarchical"),
+        ('"Peer" is reserved and not implemented yet', "Hierarchical"),
     ),
     (
         "unknown topology",
         group(["a"], topology="Mesh"),
         "spec.topology",
         Reason.UNSUPPORTED_TOPOLOGY,
-        ("'Mesh' is not supported",),
+        ('"Mesh" is not supported',),
     ),
     (
         "missing runtime",
@@ -179,7 +179,7 @@ CASES: list[tuple[str, dict[str, Any], str, Reason, tuple[str, ...]]] = [
         group(["a"], failurePolicy="Retry"),
         "spec.failurePolicy",
         Reason.INVALID_SPEC,
-        ("'Retry' is not one of FailFast, RetrySubAgent, ContinueDegraded",),
+        ('"Retry" is not one of FailFast, RetrySubAgent, ContinueDegraded',),
     ),
     (
         "agents not a list",
