@@ -112,6 +112,9 @@ def _ekus(cert: x509.Certificate) -> tuple[x509.ObjectIdentifier, ...]:
         return ()
 
 
+_EKU_NAMES = {ExtendedKeyUsageOID.SERVER_AUTH: "serverAuth", ExtendedKeyUsageOID.CLIENT_AUTH: "clientAuth"}
+
+
 def describe(cert: x509.Certificate) -> CertInfo:
     dns, ips = _sans(cert)
     return CertInfo(
@@ -124,7 +127,7 @@ def describe(cert: x509.Certificate) -> CertInfo:
         ip_addresses=ips,
         is_ca=_is_ca(cert),
         sha256=fingerprint(cert),
-        extended_key_usage=tuple(oid._name for oid in _ekus(cert)),
+        extended_key_usage=tuple(_EKU_NAMES.get(oid, oid.dotted_string) for oid in _ekus(cert)),
     )
 
 
@@ -170,12 +173,8 @@ def parse_private_key(pem: bytes, file: str) -> tuple[PrivateKey | None, list[Pr
 
 
 def key_matches(cert: x509.Certificate, key: PrivateKey) -> bool:
-    def spki(k: object) -> bytes:
-        return k.public_bytes(  # type: ignore[attr-defined,no-any-return]
-            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
-
-    return spki(cert.public_key()) == spki(key.public_key())
+    der, spki = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    return cert.public_key().public_bytes(der, spki) == key.public_key().public_bytes(der, spki)
 
 
 def issued_by(cert: x509.Certificate, ca: x509.Certificate) -> bool:
