@@ -423,10 +423,10 @@ class Rotator:
         self._next_check: datetime | None = None
         self._warned: set[str] = set()
 
-    def _warn_once(self, key: str, msg: str, *args: object) -> None:
+    def _warn_once(self, key: str, msg: str, *args: object, level: int = logging.ERROR) -> None:
         if key not in self._warned:
             self._warned.add(key)
-            log.error(msg, *args)
+            log.log(level, msg, *args)
 
     async def _webhook(self) -> WebhookConfig | None:
         name = self.settings.webhook_config_name
@@ -435,7 +435,10 @@ class Rotator:
         config = await self.api.read_webhook_config(name)
         if config is None:
             self._warn_once(
-                "no-vwc", "ValidatingWebhookConfiguration %s not found; caBundle injection waits for it", name
+                "no-vwc",
+                "ValidatingWebhookConfiguration %s not found; caBundle injection waits for it",
+                name,
+                level=logging.WARNING,
             )
             return None
         if CAINJECTOR_ANNOTATION in config.annotations:
