@@ -71,6 +71,7 @@ class LeaderElector:
         self._wall = wall
         self._observed: tuple[Any, ...] | None = None
         self._observed_at = 0.0
+        self._renewed_at = 0.0
         self.is_leader = False
         self._status = metrics.LEADER.labels(config.name)
         self._status.set(0)
@@ -116,8 +117,8 @@ class LeaderElector:
         return True
 
     async def _renew(self, stop: asyncio.Event) -> bool:
-        """Renew, retrying every ``retry_period`` for up to ``renew_deadline``."""
-        deadline = self._clock() + self.config.renew_deadline
+        """Renew, retrying every ``retry_period`` until ``renew_deadline`` after the last renewal."""
+        deadline = self._renewed_at + self.config.renew_deadline
         while not stop.is_set():
             if await self._try_acquire_or_renew():
                 return True
@@ -138,6 +139,7 @@ class LeaderElector:
             lease = await self.kube.get(LEASES, cfg.name, cfg.namespace)
             if lease is None:
                 await self.kube.create(LEASES, self._lease({}, now, transitions=0), cfg.namespace)
+                self._renewed_at = self._clock()
                 return True
             spec = lease.get("spec") or {}
             holder = spec.get("holderIdentity") or ""
@@ -157,11 +159,12 @@ class LeaderElector:
             if holder == cfg.identity and spec.get("acquireTime"):
                 body["spec"]["acquireTime"] = spec["acquireTime"]
             await self.kube.replace(LEASES, body, cfg.namespace)
-            return True
         except ApiError as exc:
             if not (exc.is_conflict or exc.is_already_exists):
                 log.warning("lease %s/%s: %s", cfg.namespace, cfg.name, exc, extra={"identity": cfg.identity})
             return False
+        self._renewed_at = self._clock()
+        return True
 
     def _lease(self, current: dict[str, Any], now: str, *, transitions: int) -> dict[str, Any]:
         cfg = self.config

@@ -14,16 +14,17 @@ import logging
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from agentgroup.ops import Ops
 from controller import metrics
 from controller.caches import Caches
-from controller.events import EventRecorder
-from controller.leader import LeaderConfig, LeaderElector
-from controller.reconciler import Reconciler, ReconcilerConfig
+from controller.events import EventClient, EventRecorder
+from controller.leader import LeaderConfig, LeaderElector, LeaseClient
+from controller.reconciler import Reconciler, ReconcilerConfig, Writer
 from controller.workqueue import WorkQueue
-from shared.kube.raw import ApiError, Kube
+from shared.kube.informer import ListWatcher
+from shared.kube.raw import ApiError
 from shared.kube.resources import (
     SANDBOX_CLAIM_GROUP,
     SANDBOX_CLAIMS_V1ALPHA1,
@@ -36,6 +37,13 @@ from shared.kube.resources import (
 from shared.sandboxes import API_VERSIONS
 
 log = logging.getLogger(__name__)
+
+
+class Api(Writer, LeaseClient, EventClient, ListWatcher, Protocol):
+    """Every API call the controller makes (:class:`shared.kube.raw.Kube`; tests pass a fake)."""
+
+    async def discover(self, group: str) -> list[str]: ...
+
 
 LeaderRunnable = Callable[[asyncio.Event], Coroutine[Any, Any, None]]
 """Runs while this replica leads; returns soon after its event is set."""
@@ -72,7 +80,7 @@ async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:
 
 
 class Manager:
-    def __init__(self, kube: Kube, options: ManagerOptions, *, identity: str = "") -> None:
+    def __init__(self, kube: Api, options: ManagerOptions, *, identity: str = "") -> None:
         self.kube = kube
         self.options = options
         self.identity = identity
