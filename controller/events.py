@@ -1,8 +1,9 @@
 """Kubernetes Events on AgentGroups (what ``kubectl describe ag`` lists), best effort and de-duplicated.
 
 A plan may name the same event again before the status that reflects it is read back (a lagging
-cache, a retried reconcile); like client-go's event correlator, an identical event for the same
-object within ``window`` seconds is sent once. Failing to send an event never fails a reconcile.
+cache, a retried reconcile, a conflict reported by every plan); like client-go's event correlator,
+an identical event for the same object and spec generation within ``window`` seconds is sent once.
+Failing to send an event never fails a reconcile.
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ class EventRecorder:
     async def emit(self, involved: dict[str, Any], event: GroupEvent) -> bool:
         """Send ``event`` about ``involved`` (an object's apiVersion, kind, metadata); False if skipped."""
         meta = involved.get("metadata") or {}
-        key = (str(meta.get("uid", "")), event.type, event.reason, event.message)
+        key = (f"{meta.get('uid', '')}/{meta.get('generation', '')}", event.type, event.reason, event.message)
         now = self._clock()
         last = self._sent.get(key)
         if last is not None and now - last < self.window:

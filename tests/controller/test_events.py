@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 
@@ -14,7 +15,7 @@ from tests.controller.fake_api import FakeApi
 
 pytestmark = pytest.mark.anyio
 
-GROUP = {
+GROUP: dict[str, Any] = {
     "apiVersion": "runtime.agentcube.volcano.sh/v1alpha1",
     "kind": "AgentGroup",
     "metadata": {"name": "g", "namespace": "ns", "uid": "u", "resourceVersion": "7"},
@@ -61,3 +62,11 @@ async def test_a_failed_event_is_logged_not_raised() -> None:
     api = FakeApi()
     api.fail("create", EVENTS, ApiError(403, "Forbidden", "events is forbidden"))
     assert not await recorder(api, [0.0]).emit(GROUP, CREATED)
+
+
+async def test_a_new_spec_generation_gets_its_events_again() -> None:
+    api = FakeApi()
+    rec = recorder(api, [0.0])
+    running = GroupEvent("Normal", "Running", "all 1 Sandboxes are Ready")
+    assert await rec.emit({**GROUP, "metadata": {**GROUP["metadata"], "generation": 1}}, running)
+    assert await rec.emit({**GROUP, "metadata": {**GROUP["metadata"], "generation": 2}}, running)
