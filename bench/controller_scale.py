@@ -8,7 +8,9 @@ namespace and measures:
 - seconds from ``kubectl apply`` until every group is Running;
 - API writes per group, from the API server's own ``apiserver_request_total``: Sandbox creates and
   AgentGroup patches are the controller's (goal: agents + 2 = 7 per group), Events are counted apart,
-  Sandbox status patches are the simulator's and Lease updates the leader's heartbeat;
+  Sandbox status patches are the simulator's and Lease updates the leader's heartbeat. A group whose
+  startup outlasts ``--status-interval`` (under load) also gets a progress-only status write per
+  interval;
 - the controller's writes during ``--steady`` seconds once everything is Running (goal: 0);
 - the controller's peak RSS (VmHWM) so far.
 
@@ -181,6 +183,11 @@ def main() -> int:
     )
     p.add_argument("--ready-after", default="200ms", help="the simulator's delay (default: %(default)s)")
     p.add_argument("--workers", default="16", help="--max-concurrent-reconciles (default: %(default)s)")
+    p.add_argument(
+        "--status-interval",
+        default="5s",
+        help="the controller's --status-update-interval (default: %(default)s)",
+    )
     args = p.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
 
@@ -193,7 +200,12 @@ def main() -> int:
                 [
                     *(sys.executable, "-m", "agentgroup", "controller", *common, "--log-level", "warning"),
                     *("--metrics-bind-address", "0", "--health-probe-bind-address", f"127.0.0.1:{health}"),
-                    *("--max-concurrent-reconciles", args.workers),
+                    *(
+                        "--max-concurrent-reconciles",
+                        args.workers,
+                        "--status-update-interval",
+                        args.status_interval,
+                    ),
                 ],
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -221,7 +233,8 @@ def main() -> int:
 
     print(
         f"\nAgentGroups of {len(AGENTS)} chained agents; simulator Ready after {args.ready_after}; "
-        f"{args.workers} workers; steady state watched for {args.steady:.0f} s\n"
+        f"{args.workers} workers; progress-only status writes at most every {args.status_interval}; "
+        f"steady state watched for {args.steady:.0f} s\n"
     )
     header = (
         f"{'N':>6} {'to Running':>11} {'groups/s':>9} {'writes/group':>13} {'(creates':>9} {'patches)':>9} "
