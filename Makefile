@@ -35,6 +35,15 @@ e2e: $(STAMP) controlplane
 # pytest exits 5 when it collects nothing; that fails here like any other non-zero status.
 test: lint typecheck unit e2e
 
+# The whole product on a local control plane (webhook, controller, Sandbox simulator), narrated, ending
+# with SUMMARY lines; exits 0 when every check holds and stops everything it started (also on Ctrl-C).
+demo: $(STAMP) controlplane
+	$(BIN)/agentgroup demo
+
+# The same environment with the example runtimes, left running until Ctrl-C; prints the KUBECONFIG to use.
+dev: $(STAMP) controlplane
+	$(BIN)/agentgroup demo --dev
+
 bench: $(STAMP) controlplane
 	for b in bench/*.py; do $(BIN)/python $$b || exit 1; done
 
