@@ -12,6 +12,10 @@ import asyncio
 import logging
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from certs.rotator import RotatorSettings
 
 log = logging.getLogger("webhook")
 
@@ -20,6 +24,8 @@ DEFAULT_CERT_DIR = "/tmp/k8s-webhook-server/serving-certs"
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the ``webhook`` command to the ``agentgroup`` command."""
+    from certs.cli import add_rotator_arguments
+
     p = subparsers.add_parser(
         "webhook",
         help="serve the validating admission webhook for AgentGroups",
@@ -57,6 +63,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.add_argument("--log-format", default="json", choices=["json", "text"])
+    add_rotator_arguments(p)
     p.set_defaults(func=run)
 
 
@@ -64,6 +71,7 @@ def run(args: argparse.Namespace) -> int:
     from agentgroup.logs import setup_logging
     from agentgroup.ops import parse_address
     from agentgroup.runner import run_process
+    from certs.cli import rotator_settings
 
     for flag in ("webhook_bind_address", "metrics_bind_address", "health_probe_bind_address"):
         try:
@@ -71,13 +79,22 @@ def run(args: argparse.Namespace) -> int:
         except ValueError as exc:
             print(f"agentgroup webhook: --{flag.replace('_', '-')}: {exc}", file=sys.stderr)
             return 2
+    try:
+        certificates = rotator_settings(args, args.cert_dir, args.kubeconfig)
+    except ValueError as exc:
+        print(f"agentgroup webhook: {exc}", file=sys.stderr)
+        return 2
     setup_logging(args.log_level, args.log_format)
-    return run_process(lambda stop: serve(args, stop))
+    return run_process(lambda stop: serve(args, certificates, stop))
 
 
-async def serve(args: argparse.Namespace, stop: asyncio.Event) -> int:
-    """Run the webhook until ``stop`` is set; the caches, the reloader and the servers share its life."""
+async def serve(args: argparse.Namespace, certificates: RotatorSettings, stop: asyncio.Event) -> int:
+    """Run the webhook until ``stop`` is set; caches, rotator, reloader and servers share its life.
+
+    In ``--cert-mode self-managed`` the rotator writes the certificate files the reloader serves.
+    """
     from agentgroup.ops import Ops
+    from certs.rotator import run_rotator
     from shared.kube import Kube, KubeConfigError, api_client
     from webhook.app import create_app
     from webhook.cluster import KubeCluster
@@ -105,6 +122,7 @@ async def serve(args: argparse.Namespace, stop: asyncio.Event) -> int:
         try:
             async with asyncio.TaskGroup() as tasks:
                 tasks.create_task(cluster.run(stop))
+                tasks.create_task(run_rotator(certificates, stop, api_client=api))
                 tasks.create_task(tls.run(stop))
                 tasks.create_task(server.serve(stop))
                 tasks.create_task(ops.serve(args.metrics_bind_address, args.health_probe_bind_address, stop))

@@ -52,13 +52,14 @@ class Webhook:
     health_port: int
 
     @classmethod
-    def start(cls, cluster: LocalControlPlane, cert_dir: Path, log: Path) -> Webhook:
+    def start(cls, cluster: LocalControlPlane, cert_dir: Path, log: Path, *flags: str) -> Webhook:
         port, metrics_port, health_port = free_port(), free_port(), free_port()
         args = [
             *(sys.executable, "-m", "agentgroup", "webhook", "--kubeconfig", str(cluster.kubeconfig)),
             *("--webhook-bind-address", f"127.0.0.1:{port}", "--cert-dir", str(cert_dir)),
             *("--metrics-bind-address", f"127.0.0.1:{metrics_port}"),
             *("--health-probe-bind-address", f"127.0.0.1:{health_port}", "--log-format", "text"),
+            *flags,
         ]
         with log.open("wb") as out:
             proc = subprocess.Popen(
@@ -114,18 +115,19 @@ def _serving_files(cert_dir: Path, ca: pki.KeyPair) -> None:
     write_cert_files(cert_dir, {"tls.crt": serving.cert_pem, "tls.key": serving.key_pem})
 
 
-def _configuration(port: int, ca: pki.KeyPair) -> dict[str, Any]:
+def _configuration(port: int, ca: pki.KeyPair | None, name: str = CONFIGURATION) -> dict[str, Any]:
+    """The registration by URL; without ``ca`` the caBundle is left for the rotator to fill in."""
+    client_config = {"url": f"https://127.0.0.1:{port}{VALIDATE_PATH}"}
+    if ca is not None:
+        client_config["caBundle"] = base64.b64encode(ca.cert_pem).decode()
     return {
         "apiVersion": "admissionregistration.k8s.io/v1",
         "kind": "ValidatingWebhookConfiguration",
-        "metadata": {"name": CONFIGURATION},
+        "metadata": {"name": name},
         "webhooks": [
             {
                 "name": WEBHOOK_NAME,
-                "clientConfig": {
-                    "url": f"https://127.0.0.1:{port}{VALIDATE_PATH}",
-                    "caBundle": base64.b64encode(ca.cert_pem).decode(),
-                },
+                "clientConfig": client_config,
                 "rules": [
                     {
                         "apiGroups": ["runtime.agentcube.volcano.sh"],
@@ -320,5 +322,50 @@ def test_not_ready_until_a_certificate_is_loaded(cluster: LocalControlPlane, tmp
         _serving_files(tmp_path / "certs", pki.new_ca("late CA", valid_for=timedelta(days=1)))
         hook.wait_ready()
     finally:
+        code = hook.stop()
+    assert code == 0, hook.log_tail()
+
+
+def _requests_answered(hook: Webhook) -> float:
+    prefix = f'controller_runtime_webhook_requests_total{{code="200",webhook="{VALIDATE_PATH}"}} '
+    return sum(
+        float(line.removeprefix(prefix)) for line in hook.metrics().splitlines() if line.startswith(prefix)
+    )
+
+
+def test_self_managed_certificates_are_made_injected_and_served(
+    cluster: LocalControlPlane, namespace: str, tmp_path: Path
+) -> None:
+    config = "agentgroup-e2e-self-managed"
+    hook = Webhook.start(
+        cluster,
+        tmp_path / "certs",
+        tmp_path / "webhook.log",
+        *("--cert-mode", "self-managed", "--service-name", "agentgroup-webhook"),
+        *("--service-namespace", namespace, "--webhook-config", config, "--cert-ip", "127.0.0.1"),
+        *("--cert-sync-interval", "1s"),
+    )
+    try:
+        kubectl("apply", "-f", "-", input=json.dumps(_configuration(hook.port, None, config)), check=True)
+        hook.wait_ready()  # the rotator wrote the files the webhook serves
+
+        def injected() -> bool:
+            obj = get_json("validatingwebhookconfiguration", config)
+            return bool(obj and obj["webhooks"][0]["clientConfig"].get("caBundle"))
+
+        hook.wait(injected, "the rotator to inject the caBundle")
+        probe = group(
+            ("coder", "CodeInterpreter", "py"), deps=[("coder", "ghost")], name="p", namespace=namespace
+        )
+        # The API server now trusts the webhook's own CA: its requests succeed over TLS.
+        hook.wait(
+            lambda: (
+                "UnknownAgent" in _apply(namespace, probe, "--dry-run=server").stderr
+                and _requests_answered(hook) > 0
+            ),
+            "the API server to call the self-managed webhook",
+        )
+    finally:
+        kubectl("delete", "validatingwebhookconfiguration", config, "--ignore-not-found")
         code = hook.stop()
     assert code == 0, hook.log_tail()

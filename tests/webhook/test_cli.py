@@ -28,6 +28,7 @@ def test_help_lists_the_shared_flags_and_the_webhook_flags(capsys: pytest.Captur
         "--health-probe-bind-address",
         "--log-level",
         "--log-format",
+        "--cert-mode",
     ):
         assert flag in out
     assert "default: /tmp/k8s-webhook-server/serving-certs" in out
@@ -70,3 +71,10 @@ def test_an_address_in_use_is_a_one_line_error(tmp_path: Path) -> None:
     assert done.returncode == 1
     assert f"--webhook-bind-address: cannot listen on {address}: Address already in use" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_self_managed_certificates_need_the_service(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["webhook", "--cert-mode", "self-managed"]) == 2
+    assert capsys.readouterr().err == (
+        "agentgroup webhook: --cert-mode self-managed needs --service-name and --service-namespace\n"
+    )
