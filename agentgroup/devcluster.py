@@ -51,6 +51,7 @@ from certs import pki
 
 __all__ = [
     "BUILD_SCRIPT",
+    "CRDS",
     "DEFAULT_CONTROLLERS",
     "REPO_ROOT",
     "ControlPlaneError",
@@ -63,6 +64,9 @@ __all__ = [
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 BUILD_SCRIPT = REPO_ROOT / "hack" / "controlplane" / "build.sh"
+#: Our CRDs (AgentGroup, AgentGroupPolicy) and small copies of the upstream ones we read and write
+#: (CodeInterpreter, AgentRuntime, Sandbox, SandboxClaim): what a local cluster needs to run agentgroup.
+CRDS: tuple[Path, ...] = (REPO_ROOT / "deploy" / "helm" / "agentgroup" / "crds", REPO_ROOT / "hack" / "crds")
 
 #: kube-controller-manager controllers started by default: garbage collection and namespace deletion
 #: (what the tests rely on), Deployments and ReplicaSets (the chart), and what makes pods admissible

@@ -47,6 +47,7 @@ from typing import Any, Self
 import yaml
 
 from agentgroup.devcluster import (
+    CRDS,
     REPO_ROOT,
     ControlPlaneError,
     LocalControlPlane,
@@ -55,7 +56,6 @@ from agentgroup.devcluster import (
 )
 
 __all__ = [
-    "CRDS",
     "WEBHOOK_CONFIGURATION",
     "WEBHOOK_NAME",
     "Child",
@@ -65,11 +65,6 @@ __all__ = [
     "tail",
 ]
 
-#: Our CRDs (from the chart) and the upstream ones we read or create (agentcube's runtimes, agent-sandbox).
-CRDS: tuple[Path, ...] = (
-    REPO_ROOT / "deploy" / "helm" / "agentgroup" / "crds",
-    REPO_ROOT / "tests" / "e2e" / "crds",
-)
 SIMULATOR = REPO_ROOT / "hack" / "sandbox_simulator.py"
 WEBHOOK_CONFIGURATION = "agentgroup-local"
 WEBHOOK_NAME = "validate.agentgroups.runtime.agentcube.volcano.sh"

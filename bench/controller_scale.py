@@ -36,10 +36,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from agentgroup.devcluster import REPO_ROOT, LocalControlPlane, free_port
+from agentgroup.devcluster import CRDS, REPO_ROOT, LocalControlPlane, free_port
 
 AGENTS = ("a", "b", "c", "d", "e")
-CRDS = (REPO_ROOT / "deploy" / "helm" / "agentgroup" / "crds", REPO_ROOT / "tests" / "e2e" / "crds")
 RUNTIME = """\
 apiVersion: runtime.agentcube.volcano.sh/v1alpha1
 kind: CodeInterpreter

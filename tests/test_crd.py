@@ -26,8 +26,8 @@ SCHEMAS = {
     # kind -> the CRD that serves it (ours, or the test copies of agentcube's)
     KIND: CRD_PATH,
     "AgentGroupPolicy": ROOT / "deploy/helm/agentgroup/crds/agentgrouppolicies.yaml",
-    "CodeInterpreter": ROOT / "tests/e2e/crds/codeinterpreters.yaml",
-    "AgentRuntime": ROOT / "tests/e2e/crds/agentruntimes.yaml",
+    "CodeInterpreter": ROOT / "hack/crds/codeinterpreters.yaml",
+    "AgentRuntime": ROOT / "hack/crds/agentruntimes.yaml",
 }
 _TYPES: dict[str, type | tuple[type, ...]] = {
     "object": Mapping,

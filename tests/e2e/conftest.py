@@ -14,13 +14,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from agentgroup.devcluster import REPO_ROOT, ControlPlaneError, LocalControlPlane
+from agentgroup.devcluster import CRDS, ControlPlaneError, LocalControlPlane
 from tests.e2e import kube
-
-CRDS = (
-    REPO_ROOT / "deploy" / "helm" / "agentgroup" / "crds",
-    REPO_ROOT / "tests" / "e2e" / "crds",
-)
 
 _summary = pytest.StashKey[list[str]]()
 
