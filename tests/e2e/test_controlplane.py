@@ -9,7 +9,9 @@ from __future__ import annotations
 import json
 import textwrap
 
-from agentgroup.devcluster import LocalControlPlane
+import pytest
+
+from agentgroup.devcluster import REPO_ROOT, LocalControlPlane
 from tests.e2e.kube import condition, get_json, kubectl, mark_sandbox_ready, wait_for_condition, wait_gone
 
 CRD = "agentgroups.runtime.agentcube.volcano.sh"
@@ -149,6 +151,17 @@ def test_crd_rejects_self_dependency_without_a_webhook(namespace: str) -> None:
     )  # fmt: skip
     assert r.code == 1, r
     assert "SelfDependency" in r.stderr
+
+
+@pytest.mark.parametrize(
+    "reason",
+    ["NoAgents", "InvalidAgentName", "DuplicateAgentName", "InvalidReplicas", "InvalidRuntimeKind"],
+)
+def test_crd_rules_name_their_reason_code_without_a_webhook(namespace: str, reason: str) -> None:
+    r = kubectl("apply", "-n", namespace, "-f", str(REPO_ROOT / "examples" / "bad" / f"{reason}.yaml"))
+    assert r.code == 1, r
+    assert "is invalid" in r.stderr, r
+    assert f"{reason}: " in r.stderr, r
 
 
 def test_garbage_collector_deletes_objects_owned_by_a_deleted_group(namespace: str) -> None:

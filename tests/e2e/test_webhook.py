@@ -31,14 +31,6 @@ EXAMPLES = REPO_ROOT / "examples"
 BAD_EXAMPLES = sorted(p for p in (EXAMPLES / "bad").glob("*.yaml") if p.stem in set(Reason))
 WEBHOOK_NAME = "validate.agentgroups.runtime.agentcube.volcano.sh"
 CONFIGURATION = "agentgroup-e2e"
-# These break a rule the CRD schema enforces too (pattern, minimum, enum, minItems): the API server
-# refuses them before calling the webhook, with its own message naming the field but not our code.
-SCHEMA_MESSAGE_WITHOUT_CODE = {
-    "NoAgents": "spec.agents: Invalid value: 0",
-    "InvalidAgentName": "spec.agents[0].name: Invalid value",
-    "InvalidReplicas": "spec.agents[1].replicas: Invalid value: 0",
-    "InvalidRuntimeKind": 'spec.agents[1].runtimeRef.kind: Unsupported value: "Deployment"',
-}
 
 
 @dataclass
@@ -194,7 +186,7 @@ def _apply(ns: str, obj: dict[str, Any], *flags: str) -> Any:
 def test_each_bad_example_fails_at_once_naming_its_reason_code(ns: str, path: Path) -> None:
     r = kubectl("apply", "-n", ns, "-f", str(path))
     assert not r.ok, str(r)
-    assert SCHEMA_MESSAGE_WITHOUT_CODE.get(path.stem, path.stem) in r.stderr, str(r)
+    assert f"{path.stem}: " in r.stderr, str(r)
     if path.stem == Reason.POLICY_VIOLATION:
         assert "Error from server (Forbidden)" in r.stderr, str(r)
         assert f'admission webhook "{WEBHOOK_NAME}" denied the request' in r.stderr, str(r)
