@@ -236,16 +236,24 @@ class Kube:
         return obj
 
     async def list(
-        self, res: Resource, namespace: str | None = None, label_selector: str | None = None
+        self,
+        res: Resource,
+        namespace: str | None = None,
+        label_selector: str | None = None,
+        *,
+        field_selector: str | None = None,
     ) -> tuple[list[dict[str, Any]], str]:
         """All matching objects (read in pages) and the list's ``resourceVersion`` to watch from.
 
         Items get ``apiVersion`` and ``kind`` filled in (the API omits them for built-in types).
+        ``field_selector`` e.g. ``metadata.name=x``: RBAC checks that one against ``resourceNames``.
         """
         items: list[dict[str, Any]] = []
         base: list[tuple[str, str]] = [("limit", str(LIST_PAGE_SIZE))]
         if label_selector:
             base.append(("labelSelector", label_selector))
+        if field_selector:
+            base.append(("fieldSelector", field_selector))
         query = base
         path = res.path(namespace)
         while True:
@@ -353,6 +361,8 @@ class Kube:
         label_selector: str | None = None,
         allow_bookmarks: bool = True,
         timeout_seconds: int = 300,
+        *,
+        field_selector: str | None = None,
     ) -> AsyncIterator[dict[str, Any]]:
         """Stream ``{"type", "object"}`` watch events until the server ends the watch.
 
@@ -364,6 +374,8 @@ class Kube:
             query.append(("resourceVersion", resource_version))
         if label_selector:
             query.append(("labelSelector", label_selector))
+        if field_selector:
+            query.append(("fieldSelector", field_selector))
         if allow_bookmarks:
             query.append(("allowWatchBookmarks", "true"))
         # The server closes the watch after timeout_seconds; a quiet watch may send nothing until then.

@@ -15,7 +15,13 @@ from kubernetes.aio.client import ApiClient, Configuration
 from prometheus_client import REGISTRY
 
 from shared.kube.raw import ApiError, Kube
-from shared.kube.resources import AGENT_GROUPS, CONFIG_MAPS, NAMESPACES, SANDBOXES_V1BETA1
+from shared.kube.resources import (
+    AGENT_GROUPS,
+    CONFIG_MAPS,
+    NAMESPACES,
+    SANDBOXES_V1BETA1,
+    VALIDATING_WEBHOOK_CONFIGURATIONS,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -210,6 +216,28 @@ async def test_list_across_namespaces_and_of_cluster_scoped_resources(server: Se
     assert server.last.path == "/apis/agents.x-k8s.io/v1beta1/sandboxes"
     await kube.list(NAMESPACES, "ignored")
     assert server.last.path == "/api/v1/namespaces"
+
+
+async def test_list_and_watch_pass_a_field_selector(server: Server, kube: Kube) -> None:
+    # RBAC checks a list or watch with a metadata.name field selector against resourceNames.
+    server.handler = reply({"metadata": {"resourceVersion": "7"}, "items": []})
+    assert await kube.list(VALIDATING_WEBHOOK_CONFIGURATIONS, field_selector="metadata.name=x") == ([], "7")
+    assert server.last.path == "/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations"
+    assert server.last.query == {"limit": "500", "fieldSelector": "metadata.name=x"}
+    server.handler = stream()
+    events = kube.watch(
+        VALIDATING_WEBHOOK_CONFIGURATIONS,
+        resource_version="7",
+        allow_bookmarks=False,
+        field_selector="metadata.name=x",
+    )
+    assert await collect(events) == []
+    assert server.last.query == {
+        "watch": "true",
+        "timeoutSeconds": "300",
+        "resourceVersion": "7",
+        "fieldSelector": "metadata.name=x",
+    }
 
 
 async def test_discover_puts_the_preferred_version_first(server: Server, kube: Kube) -> None:
