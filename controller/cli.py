@@ -16,6 +16,10 @@ import sys
 import uuid
 from datetime import timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from controller.audit import AuditConfig
 
 log = logging.getLogger("controller")
 
@@ -145,6 +149,15 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         metavar="DURATION",
         help="least time between two status writes of a group that only report progress (default: 5s)",
     )
+    p.add_argument(
+        "--audit-interval",
+        type=_duration,
+        default="60s",
+        metavar="DURATION",
+        help="leader: audit every AgentGroup against every AgentGroupPolicy this often, and soon after "
+        "a policy or namespace-label change, reporting on each policy's status; 0 disables the audit "
+        "(default: 60s)",
+    )
     p.set_defaults(func=run)
 
 
@@ -157,6 +170,14 @@ def _lease_namespace(args: argparse.Namespace) -> str:
         return IN_CLUSTER_NAMESPACE.read_text().strip() or "default"
     except OSError:
         return "default"
+
+
+def audit_config(args: argparse.Namespace) -> AuditConfig | None:
+    """The policy audit's settings from ``--audit-interval``; None when it is 0 (disabled)."""
+    from controller.audit import AuditConfig
+
+    seconds = args.audit_interval.total_seconds()
+    return AuditConfig(interval=seconds) if seconds > 0 else None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -216,6 +237,7 @@ async def serve(args: argparse.Namespace, stop: asyncio.Event) -> int:
             status_interval=args.status_update_interval.total_seconds(),
         ),
         leader=leader,
+        audit=audit_config(args),
     )
     async with Kube(api) as kube:
         manager = Manager(kube, options, identity=identity)

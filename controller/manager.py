@@ -18,6 +18,7 @@ from typing import Any, Protocol
 
 from agentgroup.ops import Ops
 from controller import metrics
+from controller.audit import AuditConfig, PolicyAudit
 from controller.caches import Caches
 from controller.events import EventClient, EventRecorder
 from controller.leader import LeaderConfig, LeaderElector, LeaseClient
@@ -65,6 +66,8 @@ class ManagerOptions:
     leader: LeaderConfig | None = None
     """None runs without leader election (a single replica)."""
     discovery_retry: float = 5.0
+    audit: AuditConfig | None = field(default_factory=AuditConfig)
+    """The leader's policy audit (controller/audit.py); None disables it."""
 
 
 def choose_version(served: list[str], wanted: str | None = None) -> str | None:
@@ -92,6 +95,8 @@ class Manager:
         self.ops.add_readiness_check(
             "informers-synced", lambda: self.caches is not None and self.caches.synced
         )
+        if options.audit is not None:
+            self.add_leader_runnable(self._audit)
 
     def add_leader_runnable(self, runnable: LeaderRunnable) -> None:
         self._leader_runnables.append(runnable)
@@ -205,6 +210,12 @@ class Manager:
         self.queue.shut_down()
         await asyncio.gather(*tasks)
         log.info("workers stopped")
+
+    async def _audit(self, stop_leading: asyncio.Event) -> None:
+        """The policy audit, on the AgentGroup cache the reconciler uses (started once it has synced)."""
+        if self.caches is None or self.options.audit is None:
+            return
+        await PolicyAudit(self.kube, self.caches.groups, self.options.audit).run(stop_leading)
 
     async def _worker(self, reconciler: Reconciler) -> None:
         queue = self.queue

@@ -90,3 +90,24 @@ STATUS_WRITES = Counter(
     "AgentGroup status patches, by why they were written (transition or progress)",
     ["change"],
 )
+
+# The policy audit (controller/audit.py), exported by the leader.
+POLICY_VIOLATIONS = Gauge(
+    "agentgroup_policy_violations",
+    "Violations the latest policy audit found among existing AgentGroups, by policy and enforcement action",
+    ["policy", "action"],
+)
+POLICY_AUDIT_DURATION = Histogram(
+    "agentgroup_policy_audit_duration_seconds",
+    "Time one policy audit takes: every AgentGroup against every policy, and the status writes",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0),
+)
+POLICY_AUDIT_LAST = Gauge(
+    "agentgroup_policy_audit_last_run_timestamp_seconds",
+    "Unix time the latest policy audit finished on this replica (0: none yet)",
+)
+POLICY_STATUS_WRITES = Counter(
+    "agentgroup_policy_status_writes_total",
+    "AgentGroupPolicy status patches, by why they were written (changed result, or refresh of an old one)",
+    ["reason"],
+)

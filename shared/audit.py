@@ -29,10 +29,13 @@ class AuditResult:
     total: int
     listed: tuple[GroupViolation, ...]
 
-    def status(self, timestamp: str) -> dict[str, Any]:
-        """The policy's ``status`` as the CRD defines it."""
+    def status(self, timestamp: str, observed_generation: int | None = None) -> dict[str, Any]:
+        """The policy's ``status`` as the CRD defines it; ``observed_generation`` is the policy's
+        ``metadata.generation`` the audit evaluated (left out when None)."""
+        generation = {} if observed_generation is None else {"observedGeneration": observed_generation}
         return {
             "auditTimestamp": timestamp,
+            **generation,
             "totalViolations": self.total,
             "violations": [
                 {"namespace": v.namespace, "name": v.name, "field": v.field, "message": v.message}
