@@ -76,6 +76,29 @@ def _log_denial(review: AdmissionRequest, decision: Decision) -> None:
     )
 
 
+def _log_dryrun(review: AdmissionRequest, decision: Decision) -> None:
+    """Findings of ``dryrun`` policies: never shown to the user, so the log and a metric are where they go."""
+    findings = decision.verdict.dryrun if decision.verdict is not None else ()
+    if not findings:
+        return
+    log.info(
+        "dryrun policy findings for %s of AgentGroup %s/%s (not enforced): %s",
+        review.operation,
+        review.namespace,
+        review.name,
+        "; ".join(str(f) for f in findings),
+        extra={
+            "namespace": review.namespace,
+            "agentgroup": review.name,
+            "user": review.user,
+            "operation": review.operation,
+            "dry_run": review.dry_run,
+            "uid": review.uid,
+            "dryrun_findings": [str(f) for f in findings],
+        },
+    )
+
+
 def _count(review: AdmissionRequest, decision: Decision) -> None:
     allowed = decision.allowed
     metrics.ADMISSIONS.labels(review.operation, "allowed" if allowed else "denied").inc()
@@ -124,6 +147,7 @@ def create_app(cluster: Cluster, *, max_body_bytes: int = MAX_BODY_BYTES) -> Fas
             return _status(400, "BadRequest", f"not a usable AdmissionReview: {exc}")
         decision = await judge(review)
         _count(review, decision)
+        _log_dryrun(review, decision)
         if not decision.allowed:
             _log_denial(review, decision)
         elif log.isEnabledFor(logging.DEBUG):
