@@ -14,6 +14,10 @@ In the ``cert-manager`` and ``secret`` modes the rotator does nothing: the
 chart mounts that Secret and cert-manager's cainjector (or the user) owns the
 caBundle. It also never modifies a Secret that lacks its ownership annotation,
 nor injects into a configuration annotated for cert-manager's cainjector.
+
+Kubernetes access is :mod:`shared.kube`'s, as in every process: :class:`KubeCertsAPI` only maps
+:class:`~shared.kube.Kube` calls onto the rotator's few questions and turns a lost race into
+:class:`Conflict`.
 """
 
 from __future__ import annotations
@@ -24,16 +28,12 @@ import binascii
 import contextlib
 import copy
 import ipaddress
-import json
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
-from urllib.parse import quote
-
-import aiohttp
 
 from certs.check import service_dns_names
 from certs.files import write_cert_files
@@ -48,6 +48,9 @@ from certs.rotation import (
     apply_plan,
     plan_rotation,
 )
+from shared.kube import ApiError, Kube
+from shared.kube import client as kube_client
+from shared.kube.resources import SECRETS, VALIDATING_WEBHOOK_CONFIGURATIONS
 
 if TYPE_CHECKING:
     from kubernetes.aio.client import ApiClient
@@ -57,14 +60,12 @@ __all__ = [
     "CertsAPI",
     "Conflict",
     "KubeCertsAPI",
-    "KubeError",
     "Mode",
     "Rotator",
     "RotatorSettings",
     "SecretObject",
     "SyncResult",
     "WebhookConfig",
-    "new_api_client",
     "run_rotator",
 ]
 
@@ -146,16 +147,20 @@ class RotatorSettings:
 # --------------------------------------------------------------------------- Kubernetes access
 
 
-class KubeError(Exception):
-    """A failed API call (``status`` 0: no response)."""
+class Conflict(ApiError):
+    """A write lost a race: the object changed (or appeared) since we read it; re-read and retry.
 
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(f"{status}: {message}" if status else message)
-        self.status = status
+    :class:`KubeCertsAPI` raises it for a 409 (Conflict or AlreadyExists) and for a JSON patch whose
+    ``test`` failed (422).
+    """
 
+    @classmethod
+    def of(cls, error: ApiError, message: str | None = None) -> Conflict:
+        return cls(error.status, error.reason, message or error.message, error.body)
 
-class Conflict(KubeError):
-    """A write lost a race: the object changed (or appeared) since we read it."""
+    @property
+    def is_conflict(self) -> bool:
+        return True
 
 
 @dataclass(frozen=True)
@@ -197,9 +202,6 @@ class CertsAPI(Protocol):
         ...
 
 
-_VWC_PATH = "/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations"
-
-
 def _b64d(value: str, what: str) -> bytes:
     try:
         return base64.b64decode(value, validate=True)
@@ -212,65 +214,48 @@ def _b64e(value: bytes) -> str:
     return base64.b64encode(value).decode()
 
 
+def _to_secret(obj: dict[str, Any]) -> SecretObject:
+    meta = obj.get("metadata") or {}
+    data = {k: _b64d(v, f"Secret data {k}") for k, v in (obj.get("data") or {}).items()}
+    return SecretObject(
+        content=SecretContent(data=data, annotations=dict(meta.get("annotations") or {})),
+        resource_version=str(meta.get("resourceVersion", "")),
+        raw=obj,
+    )
+
+
+def _to_config(obj: dict[str, Any]) -> WebhookConfig:
+    webhooks = tuple(
+        (
+            str(w.get("name", "")),
+            _b64d((w.get("clientConfig") or {}).get("caBundle") or "", f"caBundle of {w.get('name')}"),
+        )
+        for w in obj.get("webhooks") or []
+    )
+    return WebhookConfig(
+        annotations=dict((obj.get("metadata") or {}).get("annotations") or {}), webhooks=webhooks
+    )
+
+
+async def _write_secret(request: Awaitable[dict[str, Any]]) -> SecretObject:
+    """The Secret as written; a 409 (it changed, or appeared, since we read it) is a :class:`Conflict`."""
+    try:
+        return _to_secret(await request)
+    except ApiError as e:
+        if e.is_conflict or e.is_already_exists:
+            raise Conflict.of(e) from e
+        raise
+
+
 class KubeCertsAPI:
-    """:class:`CertsAPI` over a ``kubernetes.aio`` ``ApiClient``, with raw JSON bodies."""
+    """:class:`CertsAPI` over :class:`shared.kube.Kube`."""
 
-    def __init__(self, api: ApiClient, *, request_timeout: float = 30.0) -> None:
-        self._api = api
-        self._timeout = request_timeout
-
-    async def _call(
-        self,
-        method: str,
-        path: str,
-        *,
-        query: list[tuple[str, str]] | None = None,
-        body: Any = None,
-        content_type: str = "application/json",
-    ) -> Any:
-        params = await self._api.param_serialize(
-            method=method,
-            resource_path=path,
-            query_params=query or [],
-            header_params={"Accept": "application/json", "Content-Type": content_type},
-            body=body,
-            auth_settings=["BearerToken"],
-        )
-        resp = await self._api.call_api(*params, _request_timeout=self._timeout)
-        data = await resp.read()  # type: ignore[no-untyped-call]
-        if 200 <= resp.status < 300:
-            return json.loads(data)
-        try:
-            status = json.loads(data)
-            message = str(status.get("message") or data[:200])
-        except (ValueError, AttributeError):
-            message = data[:200].decode(errors="replace") or str(resp.reason)
-        if resp.status == 409:
-            raise Conflict(409, message)
-        raise KubeError(resp.status, message)
-
-    @staticmethod
-    def _secret_path(namespace: str, name: str | None = None) -> str:
-        base = f"/api/v1/namespaces/{quote(namespace, safe='')}/secrets"
-        return f"{base}/{quote(name, safe='')}" if name else base
-
-    @staticmethod
-    def _to_secret(obj: dict[str, Any]) -> SecretObject:
-        meta = obj.get("metadata") or {}
-        data = {k: _b64d(v, f"Secret data {k}") for k, v in (obj.get("data") or {}).items()}
-        return SecretObject(
-            content=SecretContent(data=data, annotations=dict(meta.get("annotations") or {})),
-            resource_version=str(meta.get("resourceVersion", "")),
-            raw=obj,
-        )
+    def __init__(self, kube: Kube) -> None:
+        self.kube = kube
 
     async def read_secret(self, namespace: str, name: str) -> SecretObject | None:
-        try:
-            return self._to_secret(await self._call("GET", self._secret_path(namespace, name)))
-        except KubeError as e:
-            if e.status == 404:
-                return None
-            raise
+        obj = await self.kube.get(SECRETS, name, namespace)
+        return None if obj is None else _to_secret(obj)
 
     async def create_secret(self, namespace: str, name: str, content: SecretContent) -> SecretObject:
         body = {
@@ -289,37 +274,19 @@ class KubeCertsAPI:
             },
             "data": {k: _b64e(v) for k, v in content.data.items()},
         }
-        return self._to_secret(await self._call("POST", self._secret_path(namespace), body=body))
+        return await _write_secret(self.kube.create(SECRETS, body))
 
     async def replace_secret(self, current: SecretObject, content: SecretContent) -> SecretObject:
         body = copy.deepcopy(current.raw)
         meta = body.setdefault("metadata", {})
-        meta["resourceVersion"] = current.resource_version
+        meta["resourceVersion"] = current.resource_version  # a stale write fails with 409
         meta["annotations"] = dict(content.annotations)
         body["data"] = {k: _b64e(v) for k, v in content.data.items()}
-        path = self._secret_path(meta["namespace"], meta["name"])
-        return self._to_secret(await self._call("PUT", path, body=body))
-
-    @staticmethod
-    def _to_config(obj: dict[str, Any]) -> WebhookConfig:
-        webhooks = tuple(
-            (
-                str(w.get("name", "")),
-                _b64d((w.get("clientConfig") or {}).get("caBundle") or "", f"caBundle of {w.get('name')}"),
-            )
-            for w in obj.get("webhooks") or []
-        )
-        return WebhookConfig(
-            annotations=dict((obj.get("metadata") or {}).get("annotations") or {}), webhooks=webhooks
-        )
+        return await _write_secret(self.kube.replace(SECRETS, body))
 
     async def read_webhook_config(self, name: str) -> WebhookConfig | None:
-        try:
-            return self._to_config(await self._call("GET", f"{_VWC_PATH}/{quote(name, safe='')}"))
-        except KubeError as e:
-            if e.status == 404:
-                return None
-            raise
+        obj = await self.kube.get(VALIDATING_WEBHOOK_CONFIGURATIONS, name)
+        return None if obj is None else _to_config(obj)
 
     async def set_ca_bundles(self, name: str, current: WebhookConfig, bundle: bytes) -> None:
         ops: list[dict[str, Any]] = []
@@ -330,59 +297,27 @@ class KubeCertsAPI:
         if not ops:
             return
         try:
-            await self._call(
-                "PATCH",
-                f"{_VWC_PATH}/{quote(name, safe='')}",
-                body=ops,
-                content_type="application/json-patch+json",
-            )
-        except KubeError as e:
-            if e.status == 422:  # a failed "test" op: the server says no more than 422
-                raise Conflict(409, f"webhook configuration {name} changed while patching ({e})") from e
+            await self.kube.patch(VALIDATING_WEBHOOK_CONFIGURATIONS, name, ops, patch_type="json")
+        except ApiError as e:
+            # A failed "test" op: the server says no more than 422.
+            if e.is_conflict or e.status == 422:
+                raise Conflict.of(
+                    e, f"webhook configuration {name} changed while patching ({e.message})"
+                ) from e
             raise
 
     async def watch_webhook_config(self, name: str) -> AsyncIterator[None]:
-        selector = [("fieldSelector", f"metadata.name={name}")]
-        listing = await self._call("GET", _VWC_PATH, query=selector)
-        rv = str((listing.get("metadata") or {}).get("resourceVersion", ""))
-        params = await self._api.param_serialize(
-            method="GET",
-            resource_path=_VWC_PATH,
-            query_params=[*selector, ("watch", "true"), ("resourceVersion", rv), ("timeoutSeconds", "300")],
-            header_params={"Accept": "application/json"},
-            auth_settings=["BearerToken"],
-        )
-        resp = await self._api.call_api(*params, _request_timeout=330.0)
-        if resp.status != 200:
-            body = await resp.read()  # type: ignore[no-untyped-call]
-            raise KubeError(resp.status, body[:200].decode(errors="replace"))
-        content = resp.response.content
-        try:
-            while line := await content.readline():
-                event = json.loads(line)
-                if event.get("type") == "ERROR":
-                    raise KubeError(int((event.get("object") or {}).get("code") or 0), "watch error")
-                yield None
-        finally:
-            resp.response.release()
-
-
-async def new_api_client(kubeconfig: str | None = None) -> ApiClient:
-    """An aio ApiClient from ``kubeconfig``, else in-cluster config, else the default kubeconfig."""
-    from kubernetes.aio import config as kconfig
-    from kubernetes.aio.client import ApiClient, Configuration
-
-    configuration = Configuration()
-    if kubeconfig is None:
-        try:
-            kconfig.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
-            return ApiClient(configuration=configuration)
-        except kconfig.ConfigException:
-            pass
-    await kconfig.load_kube_config(  # type: ignore[no-untyped-call]
-        config_file=kubeconfig, client_configuration=configuration, persist_config=False
-    )
-    return ApiClient(configuration=configuration)
+        # By name only: the chart's RBAC allows list and watch of this one configuration, which it
+        # checks against the metadata.name field selector.
+        selector = f"metadata.name={name}"
+        _, rv = await self.kube.list(VALIDATING_WEBHOOK_CONFIGURATIONS, field_selector=selector)
+        async for _ in self.kube.watch(
+            VALIDATING_WEBHOOK_CONFIGURATIONS,
+            resource_version=rv,
+            allow_bookmarks=False,
+            field_selector=selector,
+        ):
+            yield None
 
 
 # --------------------------------------------------------------------------- the rotator
@@ -491,7 +426,9 @@ class Rotator:
             break
         else:
             raise Conflict(
-                409, f"Secret {s.secret_namespace}/{s.secret_name}: {_MAX_CONFLICTS} conflicts in a row"
+                409,
+                "Conflict",
+                f"Secret {s.secret_namespace}/{s.secret_name}: {_MAX_CONFLICTS} conflicts in a row",
             )
 
         self._next_check = plan.next_check
@@ -561,7 +498,7 @@ class Rotator:
                         ready.set()
                 except asyncio.CancelledError:
                     raise
-                except (KubeError, aiohttp.ClientError, TimeoutError, OSError) as e:
+                except (ApiError, OSError) as e:  # OSError: writing the certificate files
                     log.warning(
                         "certificate rotation pass failed (%s)%s; retrying in %.1fs", e, _hint(e), backoff
                     )
@@ -585,7 +522,7 @@ class Rotator:
 
 
 def _hint(e: Exception) -> str:
-    if isinstance(e, KubeError) and e.status == 403:
+    if isinstance(e, ApiError) and e.status == 403:
         return (
             ": the webhook's ServiceAccount needs get/create/update on secrets in its namespace and "
             "get/list/watch/patch on validatingwebhookconfigurations (the chart's RBAC grants them)"
@@ -604,6 +541,8 @@ async def run_rotator(
 
     ``ready`` is set when ``settings.out_dir`` holds a usable certificate; in
     the other modes it is set at once (the files come from a mounted Secret).
+    Without ``api_client`` it makes (and closes) its own from ``settings.kubeconfig``
+    (:func:`shared.kube.api_client`; raises :class:`shared.kube.KubeConfigError`).
     """
     if settings.mode != "self-managed":
         log.info("certificate mode %s: the rotator stays out of the way", settings.mode)
@@ -611,9 +550,9 @@ async def run_rotator(
             ready.set()
         return
     own = api_client is None
-    client = api_client if api_client is not None else await new_api_client(settings.kubeconfig)
+    kube = Kube(api_client if api_client is not None else await kube_client.api_client(settings.kubeconfig))
     try:
-        await Rotator(KubeCertsAPI(client), settings).run(stop, ready=ready)
+        await Rotator(KubeCertsAPI(kube), settings).run(stop, ready=ready)
     finally:
         if own:
-            await client.close()  # type: ignore[no-untyped-call]
+            await kube.close()

@@ -7,7 +7,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 from certs.rotation import SecretContent
-from certs.rotator import Conflict, KubeError, SecretObject, WebhookConfig
+from certs.rotator import Conflict, SecretObject, WebhookConfig
+from shared.kube import ApiError
 
 
 @dataclass
@@ -51,7 +52,7 @@ class FakeKube:
         await asyncio.sleep(0)
         if (namespace, name) in self.secrets:
             self.conflicts += 1
-            raise Conflict(409, f'secrets "{name}" already exists')
+            raise Conflict(409, "AlreadyExists", f'secrets "{name}" already exists')
         self.writes.append(f"create {namespace}/{name}")
         return self.put_secret(namespace, name, content)
 
@@ -59,10 +60,10 @@ class FakeKube:
         await asyncio.sleep(0)
         key = (current.raw["ns"], current.raw["name"])
         if key not in self.secrets:
-            raise KubeError(404, "not found")
+            raise ApiError(404, "NotFound", f'secrets "{key[1]}" not found')
         if self.secrets[key].resource_version != current.resource_version:
             self.conflicts += 1
-            raise Conflict(409, "the object has been modified")
+            raise Conflict(409, "Conflict", "the object has been modified")
         self.writes.append(f"replace {key[0]}/{key[1]}")
         return self.put_secret(*key, content)
 
@@ -78,7 +79,7 @@ class FakeKube:
     async def set_ca_bundles(self, name: str, current: WebhookConfig, bundle: bytes) -> None:
         config = self.configs.get(name)
         if config is None or [h for h, _ in config.webhooks] != [h for h, _ in current.webhooks]:
-            raise Conflict(409, "webhooks changed")
+            raise Conflict(422, "Invalid", "webhooks changed")
         self.writes.append(f"patch {name}")
         self.set_config(
             name, WebhookConfig(config.annotations, tuple((h, bundle) for h, _ in config.webhooks))

@@ -15,12 +15,12 @@ from certs.files import read_cert_files
 from certs.rotation import ANNOTATION_MANAGED_BY, CA_CRT, TLS_CRT, TLS_KEY, SecretContent
 from certs.rotator import (
     CAINJECTOR_ANNOTATION,
-    KubeError,
     Rotator,
     RotatorSettings,
     WebhookConfig,
     run_rotator,
 )
+from shared.kube import ApiError
 
 from .conftest import NOW
 from .fake_kube import FakeKube
@@ -237,7 +237,11 @@ async def test_run_restores_overwritten_bundle_on_watch_event_and_stops(tmp_path
 
 async def test_run_survives_api_errors(tmp_path: Path) -> None:
     kube = fake_with_config()
-    kube.read_errors = [KubeError(503, "unavailable"), KubeError(403, "forbidden")]
+    kube.read_errors = [
+        ApiError(503, "ServiceUnavailable", "unavailable"),
+        ApiError(403, "Forbidden", "forbidden"),
+        ApiError(0, "ConnectionError", "connection refused"),
+    ]
     stop, ready = asyncio.Event(), asyncio.Event()
     rotator = Rotator(kube, settings(tmp_path), clock=Clock(), retry_backoff=timedelta(milliseconds=1))
     task = asyncio.create_task(rotator.run(stop, ready=ready))

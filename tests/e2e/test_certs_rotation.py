@@ -27,7 +27,8 @@ from agentgroup.devcluster import LocalControlPlane
 from certs.check import parse_certificates
 from certs.files import read_cert_files
 from certs.rotation import CA_CRT, TLS_CRT, SecretContent
-from certs.rotator import KubeCertsAPI, Rotator, RotatorSettings, SecretObject, new_api_client
+from certs.rotator import KubeCertsAPI, Rotator, RotatorSettings, SecretObject
+from shared.kube import Kube, api_client
 from tests.e2e.kube import get_json, kubectl, wait_for
 
 SERVICE = "agentgroup-webhook"
@@ -89,8 +90,8 @@ def secret_data(namespace: str) -> dict[str, bytes] | None:
 class Recording(KubeCertsAPI):
     """KubeCertsAPI that remembers what it wrote (and, optionally, holds the first read at a barrier)."""
 
-    def __init__(self, api: Any, barrier: threading.Barrier | None = None) -> None:
-        super().__init__(api)
+    def __init__(self, kube: Kube, barrier: threading.Barrier | None = None) -> None:
+        super().__init__(kube)
         self.barrier = barrier
         self.written: list[SecretContent] = []
         self.written_at: list[float] = []  # time.monotonic() of each write
@@ -173,7 +174,6 @@ class Replica:
             self.error = e
 
     async def _run(self) -> None:
-        from shared.kube import Kube, api_client
         from webhook.app import VALIDATE_PATH, create_app
         from webhook.cluster import KubeCluster
         from webhook.server import WebhookServer
@@ -181,8 +181,9 @@ class Replica:
 
         self._loop = asyncio.get_running_loop()
         self._stop = stop = asyncio.Event()
-        client = await new_api_client(str(self.cluster.kubeconfig))
-        self.api = Recording(client, self.barrier)
+        # One client for the rotator and the webhook's caches, as in the webhook process.
+        kube = Kube(await api_client(str(self.cluster.kubeconfig)))
+        self.api = Recording(kube, self.barrier)
         rotator = Rotator(self.api, self.settings)
         rotated = asyncio.Event()
         self.checks["rotator"] = rotated.is_set
@@ -190,7 +191,6 @@ class Replica:
             async with asyncio.TaskGroup() as tasks:
                 tasks.create_task(rotator.run(stop, ready=rotated))
                 if self.serve:
-                    kube = Kube(await api_client(str(self.cluster.kubeconfig)))
                     cluster = KubeCluster(kube)
                     reloader = CertReloader(self.settings.out_dir, interval=self.reload_interval)
                     server = WebhookServer(create_app(cluster), reloader.context, "127.0.0.1:0")
@@ -204,10 +204,8 @@ class Replica:
                     tasks.create_task(reloader.run(stop))
                     tasks.create_task(server.serve(stop))
                 await stop.wait()
-            if self.serve:
-                await kube.close()
         finally:
-            await client.close()  # type: ignore[no-untyped-call]
+            await kube.close()
 
 
 def settings(namespace: str, out: Path, vwc: str, **overrides: Any) -> RotatorSettings:
