@@ -13,7 +13,9 @@ shows them as notes. Diagnostics (ignored documents, unchecked runtimes) go to s
 Runtimes (CodeInterpreters, AgentRuntimes) in ``-f`` inputs and ``--runtimes`` files, and with
 ``--cluster`` those in the current kubeconfig's cluster, count as existing in their namespace.
 Policies are read from ``--policy`` files only, so a policy lying in a manifest folder is never
-applied by accident.
+applied by accident. A policy applies where its namespaceSelector matches the namespace's labels: those
+of a v1 Namespace among the ``-f`` inputs, else only ``kubernetes.io/metadata.name`` (a note says so
+when a policy selects by other labels).
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from agentgroup.inputs import STDIN, Document, InputError, files, read
 from shared.findings import Verdict
 from shared.models import API_VERSION, GROUP, KIND, RUNTIME_KINDS
 from shared.naming import is_dns1123_label
-from shared.policy import POLICY_KIND, AgentGroupPolicy
+from shared.policy import NAMESPACE_NAME_LABEL, POLICY_KIND, AgentGroupPolicy
 from shared.rules import RuntimeKey, validate
 
 DEFAULT_NAMESPACE = "default"
@@ -90,6 +92,7 @@ class _Inputs:
     groups: list[_Group] = field(default_factory=list)
     runtimes: defaultdict[str, set[RuntimeKey]] = field(default_factory=lambda: defaultdict(set))
     policies: list[AgentGroupPolicy] = field(default_factory=list)
+    namespace_labels: dict[str, dict[str, str]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
     def identity(self, doc: Document, *, namespaced: bool = True) -> tuple[str, str]:
@@ -118,6 +121,14 @@ class _Inputs:
         ns, name = self.identity(doc)
         self.runtimes[ns].add((doc.kind, name))
 
+    def add_namespace(self, doc: Document) -> None:
+        _, name = self.identity(doc, namespaced=False)
+        labels = _metadata(doc).get("labels") or {}
+        if not isinstance(labels, Mapping) or not all(isinstance(v, str) for v in labels.values()):
+            raise InputError(f'{doc.where}: Namespace "{name}": metadata.labels must map strings to strings')
+        # Kubernetes sets this label on every namespace.
+        self.namespace_labels[name] = {**{str(k): v for k, v in labels.items()}, NAMESPACE_NAME_LABEL: name}
+
     def add_policy(self, doc: Document) -> None:
         _, name = self.identity(doc, namespaced=False)
         try:
@@ -137,12 +148,18 @@ def _is_policy(doc: Document) -> bool:
     return doc.kind == POLICY_KIND and doc.api_version == API_VERSION
 
 
+def _is_namespace(doc: Document) -> bool:
+    return doc.kind == "Namespace" and doc.api_version == "v1"
+
+
 def _manifest(inputs: _Inputs, doc: Document) -> None:
     """A ``-f`` document: groups are validated, runtimes count as existing."""
     if doc.kind == KIND:
         inputs.add_group(doc)  # a wrong apiVersion is reported by the rules (InvalidSpec)
     elif _is_runtime(doc):
         inputs.add_runtime(doc)
+    elif _is_namespace(doc):
+        inputs.add_namespace(doc)
     elif _is_policy(doc):
         inputs.ignore(doc, "policies are applied only from --policy files")
     else:
@@ -225,6 +242,26 @@ def _cluster_runtimes(
     return found, notes
 
 
+def _unknown_namespace_notes(inputs: _Inputs) -> list[str]:
+    """One note per group namespace whose labels a policy's namespaceSelector would need but nobody gave."""
+    selective = sorted(
+        p.metadata.name
+        for p in inputs.policies
+        if p.spec.namespace_selector.match_expressions
+        or set(p.spec.namespace_selector.match_labels) - {NAMESPACE_NAME_LABEL}
+    )
+    if not selective:
+        return []
+    unknown = sorted({g.namespace for g in inputs.groups} - set(inputs.namespace_labels))
+    names = ", ".join(f'"{n}"' for n in selective)
+    return [
+        f'namespace "{ns}" is not among the inputs, so policies selecting namespaces by label ({names}) '
+        f"see only {NAMESPACE_NAME_LABEL}={ns}; add its Namespace object with -f to apply them as the "
+        "cluster would"
+        for ns in unknown
+    ]
+
+
 def _usage_problems(args: argparse.Namespace) -> list[str]:
     """What argparse cannot check on its own."""
     problems = []
@@ -273,6 +310,7 @@ def run(args: argparse.Namespace) -> int:
             "AgentRuntime; pass --runtimes PATH or --cluster to check them",
             file=sys.stderr,
         )
+    inputs.notes += _unknown_namespace_notes(inputs)
     results = [
         Result(
             g.source,
@@ -282,6 +320,7 @@ def run(args: argparse.Namespace) -> int:
                 g.obj,
                 runtimes=inputs.runtimes.get(g.namespace, set()) if check_runtimes else None,
                 policies=inputs.policies,
+                namespace_labels=inputs.namespace_labels.get(g.namespace),
             ),
         )
         for g in inputs.groups
@@ -311,7 +350,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         action="append",
         required=True,
         metavar="PATH",
-        help=f"manifests to check, repeatable: {path_help}",
+        help=f"manifests to check, repeatable: {path_help}; Namespaces in them lend their labels to "
+        "policies' namespaceSelectors",
     )
     p.add_argument(
         "--runtimes",

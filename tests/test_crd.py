@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
+from shared.audit import AuditResult, GroupViolation
 from shared.findings import Reason
 from shared.models import GROUP, KIND, PLURAL, RUNTIME_KINDS, FailurePolicy, Topology
 from shared.naming import DNS1123_LABEL, MAX_LABEL
@@ -212,10 +213,53 @@ def test_every_good_example_fits_its_schema(obj: dict[str, Any]) -> None:
     assert schema_errors(schema_of(obj["kind"]), obj) == []
 
 
-def test_the_example_policy_fits_its_schema() -> None:
-    (policy,) = docs(ROOT / "examples/bad/PolicyViolation.policy.yaml")
+POLICIES = docs(
+    ROOT / "examples/bad/PolicyViolation.policy.yaml", *sorted((ROOT / "examples/policies").glob("*.yaml"))
+)
 
+
+@pytest.mark.parametrize("policy", POLICIES, ids=[d["metadata"]["name"] for d in POLICIES])
+def test_every_example_policy_fits_its_schema(policy: dict[str, Any]) -> None:
+    assert policy["kind"] == "AgentGroupPolicy"
     assert schema_errors(schema_of(policy["kind"]), policy) == []
+
+
+# --- the AgentGroupPolicy CRD ------------------------------------------------------------------------
+
+POLICY_CRD = load(SCHEMAS["AgentGroupPolicy"])
+POLICY_SCHEMA = schema_of("AgentGroupPolicy")
+
+
+def test_the_policy_crd_is_cluster_scoped_with_status_and_short_name_agp() -> None:
+    assert POLICY_CRD["metadata"]["name"] == f"agentgrouppolicies.{GROUP}"
+    assert (POLICY_CRD["spec"]["group"], POLICY_CRD["spec"]["scope"]) == (GROUP, "Cluster")
+    assert "agp" in POLICY_CRD["spec"]["names"]["shortNames"]
+    v = version(POLICY_CRD)
+    assert (v["name"], v["served"], v["storage"]) == ("v1alpha1", True, True)
+    assert v["subresources"] == {"status": {}}
+    assert [(c["name"], c["jsonPath"]) for c in v["additionalPrinterColumns"]] == [
+        ("Action", ".spec.enforcementAction"),
+        ("Violations", ".status.totalViolations"),
+        ("Audited", ".status.auditTimestamp"),
+        ("Age", ".metadata.creationTimestamp"),
+    ]
+
+
+def test_the_policy_schema_is_structural_and_every_field_is_described() -> None:
+    assert POLICY_SCHEMA["type"] == "object"
+    for path, node in nodes(POLICY_SCHEMA):
+        assert "type" in node, f"{path} has no type"
+        described = not path.endswith(("[]", "{}")) or node["type"] == "object"
+        if described and path != "metadata":
+            assert node.get("description", "").strip(), f"{path} has no description (kubectl explain)"
+
+
+def test_the_status_the_audit_writes_fits_the_schema() -> None:
+    violation = GroupViolation("team-a", "wide-sweep", "spec.agents", 'policy "p" allows at most 10 agents')
+    status = AuditResult(21, (violation,) * 20).status("2030-01-01T12:00:00Z", 4)
+
+    assert schema_errors(POLICY_SCHEMA["properties"]["status"], status) == []
+    assert set(status) == set(POLICY_SCHEMA["properties"]["status"]["properties"])
 
 
 BAD = sorted(p for p in (ROOT / "examples/bad").glob("*.yaml") if p.stem in set(Reason))

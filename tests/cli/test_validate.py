@@ -345,6 +345,45 @@ def test_policy_actions(agentgroup: Run, tmp_path: Path, action: str, status: in
     assert proc.stdout.splitlines()[1].startswith(line)
 
 
+POLICY_CHECK = ("-n", "team-a", "-f", "examples/policy-check/wide-sweep.yaml", "--runtimes", RUNTIMES)
+
+
+def test_a_namespace_among_the_inputs_lends_its_labels_to_namespace_selectors(agentgroup: Run) -> None:
+    policy = ("--policy", "examples/policies/team-limits.yaml")  # selects team-tier=standard
+
+    labelled = agentgroup("validate", *POLICY_CHECK, "-f", "examples/policy-check/team-a.yaml", *policy)
+    unknown = agentgroup("validate", *POLICY_CHECK, *policy)
+
+    assert labelled.returncode == 1
+    assert labelled.stdout.splitlines()[1] == (
+        '  spec.agents: PolicyViolation: policy "team-limits" allows at most 10 agents, got 12'
+    )
+    assert labelled.stderr == ""
+    assert unknown.returncode == 0
+    assert unknown.stderr == (
+        'note: namespace "team-a" is not among the inputs, so policies selecting namespaces by label '
+        '("team-limits") see only kubernetes.io/metadata.name=team-a; add its Namespace object with -f '
+        "to apply them as the cluster would\n"
+    )
+
+
+def test_every_example_policy_applies_to_the_example_group(agentgroup: Run) -> None:
+    proc = agentgroup(
+        "validate", *POLICY_CHECK, "-f", "examples/policy-check/team-a.yaml", "--policy", "examples/policies"
+    )
+
+    assert proc.returncode == 1
+    assert proc.stderr == ""
+    lines = proc.stdout.splitlines()
+    assert lines[0] == "team-a/wide-sweep (examples/policy-check/wide-sweep.yaml): denied"
+    assert [line.split(": PolicyViolation: ")[0] for line in lines[1:4]] == [
+        "  spec.agents",
+        "  warning: metadata.labels",
+        "  dryrun (not enforced): spec.agents[0].runtimeRef.kind",
+    ]
+    assert sum('policy "cold-only-rollout"' in line for line in lines) == 12
+
+
 def test_a_policy_among_the_manifests_is_not_applied(agentgroup: Run) -> None:
     proc = agentgroup(
         "validate",
