@@ -569,7 +569,7 @@ def test_controller_rbac_is_exactly_what_it_uses(default: list[dict[str, Any]]) 
         (GROUP, "codeinterpreters"): ["get", "list", "watch"],
         (GROUP, "agentruntimes"): ["get", "list", "watch"],
         (GROUP, "agentgrouppolicies"): ["get", "list", "watch"],
-        (GROUP, "agentgrouppolicies/status"): ["patch", "update"],
+        (GROUP, "agentgrouppolicies/status"): ["patch"],
         ("agents.x-k8s.io", "sandboxes"): ["create", "delete", "get", "list", "patch", "watch"],
         ("extensions.agents.x-k8s.io", "sandboxclaims"): ["create", "delete", "get", "list", "watch"],
         ("", "events"): ["create", "patch"],
