@@ -181,7 +181,10 @@ async def decide(req: AdmissionRequest, cluster: Cluster) -> Decision:
 
     On UPDATE, a runtime reference the old object already had is not looked up again: a runtime
     deleted after its group was admitted must not block unrelated edits (the controller reports it).
-    A group being deleted is allowed, so that finalizers can always be removed.
+    A group being deleted is allowed, so that finalizers can always be removed. An UPDATE that leaves
+    the spec and the labels as they were (annotations, finalizers, owner references, the controller's
+    retry bookkeeping) is allowed too, like the API server's own validation ratcheting: the rules only
+    read those two, and an existing group that a newer policy forbids is the audit's to report.
     """
     if req.operation not in JUDGED_OPERATIONS or req.sub_resource:
         return ALLOW
@@ -190,8 +193,11 @@ async def decide(req: AdmissionRequest, cluster: Cluster) -> Decision:
         return Decision(Verdict(tuple(shape)))
     if group.metadata.deletion_timestamp:
         return ALLOW
+    old = parse(req.old_object)[0] if req.operation == "UPDATE" else None
+    if old is not None and (old.spec, old.metadata.labels) == (group.spec, group.metadata.labels):
+        return ALLOW
     namespace = req.namespace or group.metadata.namespace or "default"
-    carried = _runtime_refs(parse(req.old_object)[0]) if req.operation == "UPDATE" else set()
+    carried = _runtime_refs(old)
     lookup = await cluster.runtimes(namespace, _runtime_refs(group) - carried)
     verdict = validate_group(
         group,

@@ -165,6 +165,21 @@ async def test_update_keeps_runtime_refs_the_group_already_had(
     assert cluster.lookups[-1] == (NAMESPACE, frozenset({("CodeInterpreter", "r-interp")}))
 
 
+async def test_update_that_keeps_spec_and_labels_is_allowed_unjudged(
+    cluster: FakeCluster, client: httpx.AsyncClient
+) -> None:
+    # Six agents, admitted before the small-fleets policy (at most 5) came, on runtimes deleted since:
+    # the controller's annotation write (retry bookkeeping) and `kubectl annotate` still go through.
+    old = group(*[(f"a{i}", "AgentRuntime", "gone-rt") for i in range(6)])
+    annotated = {**old, "metadata": {**old["metadata"], "annotations": {"note": "x"}}}
+    assert (await admit(client, review(annotated, operation="UPDATE", old=old)))["allowed"] is True
+    assert cluster.lookups == []
+    # A spec change judges the whole group again.
+    bigger = group(*[(f"a{i}", "AgentRuntime", "gone-rt") for i in range(7)])
+    response = await admit(client, review(bigger, operation="UPDATE", old=old))
+    assert reasons(response) == ["PolicyViolation"]
+
+
 async def test_delete_and_status_updates_are_allowed_unjudged(
     cluster: FakeCluster, client: httpx.AsyncClient
 ) -> None:
