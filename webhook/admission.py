@@ -21,6 +21,7 @@ JUDGED_OPERATIONS = ("CREATE", "UPDATE")
 # Reasons of causes that deny a request the webhook could not judge: the webhook, not the spec, is at
 # fault, and the answer is 500 InternalError (with failurePolicy: Fail the API server would deny too).
 LOOKUP_FAILED = "RuntimeLookupFailed"
+NAMESPACE_LOOKUP_FAILED = "NamespaceLookupFailed"
 INTERNAL_ERROR = "InternalError"
 
 
@@ -113,8 +114,9 @@ class Cluster(Protocol):
 
     def policies(self) -> Sequence[AgentGroupPolicy]: ...
 
-    def namespace_labels(self, namespace: str) -> Mapping[str, str] | None:
-        """The namespace's labels, or None when they are not known."""
+    async def namespace_labels(self, namespace: str) -> Mapping[str, str] | None:
+        """The namespace's labels; None when the namespace does not exist. Raises ``LookupError``
+        (its message says why) when they cannot be read."""
         ...
 
 
@@ -199,13 +201,25 @@ async def decide(req: AdmissionRequest, cluster: Cluster) -> Decision:
     namespace = req.namespace or group.metadata.namespace or "default"
     carried = _runtime_refs(old)
     lookup = await cluster.runtimes(namespace, _runtime_refs(group) - carried)
+    errors = _lookup_failures(group, namespace, lookup.failed)
+    policies = cluster.policies()
+    labels: Mapping[str, str] | None = None
+    if policies:  # only policies read the namespace's labels
+        try:
+            labels = await cluster.namespace_labels(namespace)
+        except LookupError as exc:
+            message = (
+                f'could not read the labels of namespace "{namespace}", which select the policies that '
+                f"apply ({exc}); try again"
+            )
+            errors.append(Finding("metadata.namespace", NAMESPACE_LOOKUP_FAILED, message))
     verdict = validate_group(
         group,
         runtimes=lookup.found | carried | lookup.failed.keys(),
-        policies=cluster.policies(),
-        namespace_labels=cluster.namespace_labels(namespace),
+        policies=policies,
+        namespace_labels=labels,
     )
-    return Decision(verdict, tuple(_lookup_failures(group, namespace, lookup.failed)))
+    return Decision(verdict, tuple(errors))
 
 
 def _cause(finding: Finding) -> dict[str, str]:

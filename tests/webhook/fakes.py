@@ -127,7 +127,7 @@ class FakeCluster:
     def policies(self) -> Sequence[AgentGroupPolicy]:
         return self.installed_policies
 
-    def namespace_labels(self, namespace: str) -> Mapping[str, str] | None:
+    async def namespace_labels(self, namespace: str) -> Mapping[str, str] | None:
         return self.labels.get(namespace)
 
 

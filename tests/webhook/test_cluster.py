@@ -52,10 +52,10 @@ async def cluster(kube: FakeKube) -> AsyncIterator[KubeCluster]:
     await task
 
 
-async def verdict(cluster: KubeCluster) -> dict[str, Any]:
+async def verdict(cluster: KubeCluster, namespace: str = NAMESPACE) -> dict[str, Any]:
     transport = httpx.ASGITransport(app=create_app(cluster))
     async with httpx.AsyncClient(transport=transport, base_url="http://webhook") as client:
-        resp = await client.post(VALIDATE_PATH, json=review(in_namespace(OVERSIZED)))
+        resp = await client.post(VALIDATE_PATH, json=review(in_namespace(OVERSIZED, namespace)))
     response: dict[str, Any] = resp.json()["response"]
     return response
 
@@ -83,8 +83,71 @@ async def test_a_policy_selects_namespaces_by_their_live_labels(kube: FakeKube, 
     await wait_until(lambda: cluster.policies(), "the policy to arrive")
     assert (await verdict(cluster))["allowed"] is True
     kube.put(NAMESPACES, {"metadata": {"name": NAMESPACE, "labels": {"tier": "shared"}}})
-    await wait_until(lambda: cluster.namespace_labels(NAMESPACE) == {"tier": "shared"}, "the new labels")
+    await wait_until(
+        lambda: (cluster._namespaces.get(NAMESPACE) or {})["metadata"]["labels"] == {"tier": "shared"},
+        "the new labels",
+    )
     assert (await verdict(cluster))["allowed"] is False
+    assert kube.gets == []  # the cache answered
+
+
+async def runtimes_in(kube: FakeKube, cluster: KubeCluster, namespace: str) -> None:
+    """The example group's runtimes in ``namespace``, in the caches (so no GET confirms them)."""
+    kube.put(CODE_INTERPRETERS, runtime("CodeInterpreter", "py-interp", namespace))
+    kube.put(AGENT_RUNTIMES, runtime("AgentRuntime", "planner-rt", namespace))
+    index = cluster.runtime_index.informers
+    await wait_until(
+        lambda: (
+            index["CodeInterpreter"].get("py-interp", namespace)
+            and index["AgentRuntime"].get("planner-rt", namespace)
+        ),
+        "the runtimes in the caches",
+    )
+
+
+SHARED_ONLY = {**POLICY, "spec": {**POLICY["spec"], "namespaceSelector": {"matchLabels": {"tier": "shared"}}}}
+
+
+async def test_a_namespace_the_cache_has_not_seen_yet_is_read_directly(
+    kube: FakeKube, cluster: KubeCluster
+) -> None:
+    await runtimes_in(kube, cluster, "fresh")
+    kube.put(AGENT_GROUP_POLICIES, SHARED_ONLY)
+    await wait_until(lambda: cluster.policies(), "the policy to arrive")
+    # Created a moment ago: the watch has not delivered it, and its labels select the policy.
+    kube.put(NAMESPACES, {"metadata": {"name": "fresh", "labels": {"tier": "shared"}}}, lag=True)
+
+    response = await verdict(cluster, "fresh")
+
+    assert response["allowed"] is False
+    assert response["status"]["details"]["causes"][0]["reason"] == "PolicyViolation"
+    assert kube.gets == [("Namespace", "fresh", None)]
+
+
+async def test_a_namespace_that_cannot_be_read_refuses_the_request_until_it_can(
+    kube: FakeKube, cluster: KubeCluster
+) -> None:
+    await runtimes_in(kube, cluster, "fresh")
+    kube.put(AGENT_GROUP_POLICIES, SHARED_ONLY)
+    await wait_until(lambda: cluster.policies(), "the policy to arrive")
+    kube.get_error = ApiError(503, "ServiceUnavailable", "etcd is busy")
+
+    response = await verdict(cluster, "fresh")
+
+    assert response["allowed"] is False
+    assert (response["status"]["code"], response["status"]["reason"]) == (500, "InternalError")
+    [cause] = response["status"]["details"]["causes"]
+    assert (cause["field"], cause["reason"]) == ("metadata.namespace", "NamespaceLookupFailed")
+    assert 'could not read the labels of namespace "fresh"' in cause["message"]
+    assert cause["message"].endswith("try again")
+
+
+async def test_without_policies_no_namespace_is_read(kube: FakeKube, cluster: KubeCluster) -> None:
+    await runtimes_in(kube, cluster, "fresh")
+    kube.get_error = ApiError(503, "ServiceUnavailable", "etcd is busy")
+
+    assert (await verdict(cluster, "fresh"))["allowed"] is True
+    assert [g for g in kube.gets if g[0] == "Namespace"] == []
 
 
 async def test_a_policy_that_does_not_parse_is_ignored_and_logged(
