@@ -25,7 +25,9 @@ list every time. It is written only when
 
 A steady cluster therefore costs one write per policy per refresh, not one per audit. The time of
 every audit, written or not, is the metric ``agentgroup_policy_audit_last_run_timestamp_seconds``.
-A failed write is logged and the audit runs again after :attr:`AuditConfig.retry` seconds.
+A failed write (or an unexpected error) is logged and the audit runs again after
+:attr:`AuditConfig.retry` seconds. A result field the API server prunes from the status (a CRD older
+than this controller: Helm does not upgrade CRDs) is left out of the comparison once a write shows it.
 
 Metrics: ``agentgroup_policy_violations{policy, action}`` (the leader's latest audit; the series go
 away with the policy, and when this replica stops leading), ``agentgroup_policy_audit_duration_seconds``,
@@ -134,12 +136,12 @@ class _Parsed(Generic[M]):
             return None
 
 
-def _result(status: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "observedGeneration": status.get("observedGeneration"),
-        "totalViolations": status.get("totalViolations"),
-        "violations": status.get("violations") or [],
-    }
+def _result(status: dict[str, Any], fields: Iterable[str] = RESULT_FIELDS) -> dict[str, Any]:
+    """The parts of ``status`` that make up the result (a missing list of violations is an empty one)."""
+    out = {field: status.get(field) for field in fields}
+    if "violations" in out:
+        out["violations"] = out["violations"] or []
+    return out
 
 
 async def _wait_any(events: Iterable[asyncio.Event], seconds: float | None) -> None:
@@ -178,6 +180,9 @@ class PolicyAudit:
         # counts as the current status until the informer has seen a newer version of the policy.
         self._written: dict[str, tuple[str, dict[str, Any]]] = {}
         self._series: set[tuple[str, str]] = set()
+        # The result fields the API server keeps: a CRD older than this controller (Helm does not
+        # upgrade CRDs) prunes the ones it does not know, which must not count as a change forever.
+        self._kept: tuple[str, ...] = RESULT_FIELDS
         self._changed = False
         self._wake = asyncio.Event()
 
@@ -250,7 +255,11 @@ class PolicyAudit:
             if stop.is_set():
                 return
             self._changed = False
-            ok = await self.audit_once()
+            try:
+                ok = await self.audit_once()
+            except Exception:  # a bug must not end the audit for the rest of the leadership term
+                log.exception("the policy audit failed unexpectedly; retrying in %g s", self.config.retry)
+                ok = False
             pause = self.config.interval if ok else min(self.config.interval, self.config.retry)
             due = loop.time() + pause
 
@@ -311,7 +320,7 @@ class PolicyAudit:
         name = policy.metadata.name
         version, current = self._current_status(name)
         desired = result.status(rfc3339(now), policy.metadata.generation)
-        if _result(current) != _result(desired):
+        if _result(current, self._kept) != _result(desired, self._kept):
             reason = "changed"
         else:
             written_at = parse_time(current.get("auditTimestamp"))
@@ -327,6 +336,8 @@ class PolicyAudit:
                 return
             raise
         status = updated.get("status")
+        if isinstance(status, dict):
+            self._kept = tuple(f for f in RESULT_FIELDS if f == "violations" or f in status)
         self._written[name] = (version, status if isinstance(status, dict) else desired)
         metrics.POLICY_STATUS_WRITES.labels(reason).inc()
         before = current.get("totalViolations")

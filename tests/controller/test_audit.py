@@ -14,11 +14,13 @@ import pytest
 from prometheus_client import REGISTRY
 
 from agentgroup.cli import parser
+from controller import audit as controller_audit
 from controller.audit import AuditConfig, PolicyAudit
 from controller.cli import audit_config
+from shared import audit as shared_audit
 from shared.kube.informer import Informer
 from shared.kube.raw import ApiError
-from shared.kube.resources import AGENT_GROUP_POLICIES, AGENT_GROUPS, NAMESPACES
+from shared.kube.resources import AGENT_GROUP_POLICIES, AGENT_GROUPS, NAMESPACES, Resource
 from shared.models import API_VERSION, KIND
 from tests.controller.fake_api import FakeApi
 from tests.controller.harness import SERVED, options, running, wait_until
@@ -283,6 +285,51 @@ async def test_a_changed_result_is_written_at_the_next_interval(caplog: pytest.L
         await wait_until(lambda: status(api, "team-limits").get("totalViolations") == 2, "the next audit")
         assert listed(api, "team-limits") == [("team-a", "big"), ("team-a", "bigger")]
     assert "policy team-limits (deny): 2 violations (was 1)" in caplog.messages
+
+
+class OldCrdApi(FakeApi):
+    """An API server whose AgentGroupPolicy CRD predates status.observedGeneration: it prunes it."""
+
+    async def patch(self, res: Resource, name: str, patch: dict[str, Any], *args: Any, **kw: Any) -> Any:
+        if res is AGENT_GROUP_POLICIES and "status" in patch:
+            patch = {
+                **patch,
+                "status": {k: v for k, v in patch["status"].items() if k != "observedGeneration"},
+            }
+        return await super().patch(res, name, patch, *args, **kw)
+
+
+async def test_a_field_an_older_crd_prunes_is_not_taken_for_a_change() -> None:
+    api = OldCrdApi()
+    await fleet(api)
+    await add_policy(api, "team-limits", **TEAM_LIMITS)
+    async with audit_running(api, AuditConfig(interval=0.01, debounce=0.01), [T0]):
+        await wait_until(lambda: status_writes(api) == 1, "the first write")
+        before = audits()
+        await wait_until(lambda: audits() >= before + 10, "ten more audits")
+        assert status_writes(api) == 1
+        assert "observedGeneration" not in status(api, "team-limits")
+        assert status(api, "team-limits")["totalViolations"] == 1
+
+
+async def test_an_unexpected_failure_is_logged_and_the_audit_goes_on(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    api = FakeApi()
+    await fleet(api)
+    await add_policy(api, "team-limits", **TEAM_LIMITS)
+    failures = [RuntimeError("a bug")]
+
+    def flaky(*args: Any) -> Any:
+        if failures:
+            raise failures.pop()
+        return real_audit(*args)
+
+    real_audit = shared_audit.audit
+    monkeypatch.setattr(controller_audit, "audit", flaky)
+    async with audit_running(api, AuditConfig(interval=HOUR, debounce=0.01, retry=0.01), [T0]):
+        await wait_until(lambda: status(api, "team-limits").get("totalViolations") == 1, "the retried audit")
+    assert "the policy audit failed unexpectedly; retrying in 0.01 s" in caplog.messages
 
 
 async def test_leaving_leadership_stops_the_audit_and_drops_its_series() -> None:
