@@ -235,8 +235,8 @@ class PolicyAudit:
 
     async def _loop(self, stop: asyncio.Event) -> None:
         loop = asyncio.get_running_loop()
-        while not (self.policies.synced.is_set() and self.namespaces.synced.is_set()):
-            await _wait_any([stop, self.policies.synced, self.namespaces.synced], None)
+        for synced in (self.policies.synced, self.namespaces.synced):
+            await _wait_any([stop, synced], None)
             if stop.is_set():
                 return
         log.info(

@@ -218,6 +218,18 @@ async def test_groups_and_policies_that_do_not_parse_are_skipped() -> None:
         assert status(api, "bad") == {}
 
 
+async def test_the_audit_waits_for_policies_to_be_served_without_holding_up_the_controller() -> None:
+    api = FakeApi(served=SERVED)
+    await fleet(api)
+    await add_policy(api, "team-limits", **TEAM_LIMITS)
+    # The policy CRD is not served yet at the first list (installed later): the informer retries.
+    api.fail("list", AGENT_GROUP_POLICIES, ApiError(404, "NotFound", "the server could not find it"))
+    async with running(api, audited()) as manager:
+        await wait_until(lambda: manager.caches is not None and manager.caches.synced, "the controller")
+        await wait_until(lambda: "phase" in group_status(api, "team-a", "big"), "the reconciler")
+        await wait_until(lambda: listed(api, "team-limits") == [("team-a", "big")], "the audit", within=15)
+
+
 async def test_with_audit_disabled_nothing_is_written() -> None:
     api = FakeApi(served=SERVED)
     await fleet(api)
