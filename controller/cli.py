@@ -59,6 +59,8 @@ def _bool(text: str) -> bool:
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the ``controller`` command to the ``agentgroup`` command."""
+    from agentgroup.flags import add_process_flags
+
     p = subparsers.add_parser(
         "controller",
         help="run the AgentGroup controller",
@@ -66,23 +68,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "once the agents it depends on are Ready, apply the failure policy, and keep the status. With "
         "leader election, one replica works while the others keep warm caches.",
     )
-    p.add_argument(
-        "--kubeconfig", metavar="PATH", help="kubeconfig file (default: in-cluster, then $KUBECONFIG)"
-    )
-    p.add_argument(
-        "--metrics-bind-address",
-        default=":8080",
-        metavar="ADDR",
-        help="address of /metrics; 0 disables it (default: %(default)s)",
-    )
-    p.add_argument(
-        "--health-probe-bind-address",
-        default=":8081",
-        metavar="ADDR",
-        help="address of /healthz and /readyz; 0 disables it (default: %(default)s)",
-    )
-    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
-    p.add_argument("--log-format", default="json", choices=["json", "text"])
+    add_process_flags(p)
     p.add_argument(
         "--leader-elect",
         type=_bool,

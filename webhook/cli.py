@@ -24,6 +24,7 @@ DEFAULT_CERT_DIR = "/tmp/k8s-webhook-server/serving-certs"
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the ``webhook`` command to the ``agentgroup`` command."""
+    from agentgroup.flags import add_process_flags
     from certs.cli import add_rotator_arguments
 
     p = subparsers.add_parser(
@@ -33,9 +34,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "(POST /validate-agentgroup), with the rules `agentgroup validate` uses. The serving certificate "
         "is read from --cert-dir and reloaded when the files change.",
     )
-    p.add_argument(
-        "--kubeconfig", metavar="PATH", help="kubeconfig file (default: in-cluster, then $KUBECONFIG)"
-    )
+    add_process_flags(p)
     p.add_argument(
         "--webhook-bind-address",
         default=":9443",
@@ -49,20 +48,6 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         metavar="DIR",
         help="folder with tls.crt and tls.key, e.g. a mounted Secret (default: %(default)s)",
     )
-    p.add_argument(
-        "--metrics-bind-address",
-        default=":8080",
-        metavar="ADDR",
-        help="address of /metrics; 0 disables it (default: %(default)s)",
-    )
-    p.add_argument(
-        "--health-probe-bind-address",
-        default=":8081",
-        metavar="ADDR",
-        help="address of /healthz and /readyz; 0 disables it (default: %(default)s)",
-    )
-    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
-    p.add_argument("--log-format", default="json", choices=["json", "text"])
     add_rotator_arguments(p)
     p.set_defaults(func=run)
 
