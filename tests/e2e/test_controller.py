@@ -6,22 +6,18 @@ kube-apiserver (with kube-controller-manager's garbage collector), kubectl as th
 from __future__ import annotations
 
 import json
-import re
 import signal
-import subprocess
 import sys
-import urllib.error
-import urllib.request
 from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from agentgroup.devcluster import REPO_ROOT, LocalControlPlane, free_port, open_local
-from tests.e2e.kube import SANDBOXES, condition, get_json, kubectl, mark_sandbox_ready, wait_for
+from agentgroup.devcluster import REPO_ROOT, LocalControlPlane, free_port
+from tests.e2e.kube import SANDBOXES, condition, get_json, kubectl, mark_sandbox_ready
+from tests.e2e.processes import Process, wait
 
 GROUP_LABEL = "runtime.agentcube.io/agent-group"
 AGENT_LABEL = "runtime.agentcube.io/agent-name"
@@ -42,67 +38,6 @@ spec:
     spec:
       containers: [{name: main, image: "agent:1"}]
 """
-
-
-@dataclass
-class Process:
-    """An `agentgroup controller` (or sandbox-simulator) process, stopped by its PID."""
-
-    name: str
-    proc: subprocess.Popen[bytes]
-    log: Path
-    metrics_port: int = 0
-    health_port: int = 0
-
-    @classmethod
-    def spawn(cls, name: str, args: list[str], log: Path, **ports: int) -> Process:
-        with log.open("ab") as out:
-            proc = subprocess.Popen(
-                args, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=REPO_ROOT
-            )
-        return cls(name, proc, log, **ports)
-
-    def log_tail(self) -> str:
-        return "\n".join(self.log.read_text(errors="replace").splitlines()[-40:])
-
-    def get(self, port: int, path: str) -> tuple[int, str]:
-        if self.proc.poll() is not None:
-            raise AssertionError(f"{self.name} exited with status {self.proc.returncode}\n{self.log_tail()}")
-        try:
-            with open_local(f"http://127.0.0.1:{port}{path}", timeout=5) as resp:
-                return resp.status, resp.read().decode()
-        except urllib.error.HTTPError as err:
-            return err.code, err.read().decode()
-        except (urllib.error.URLError, OSError) as err:
-            return 0, str(err)
-
-    def metric(self, name: str) -> float | None:
-        """The value of an unlabelled-or-single-series metric, None when not exported (yet)."""
-        _, text = self.get(self.metrics_port, "/metrics")
-        match = re.search(rf"^{re.escape(name)}(?:{{[^}}]*}})? (\S+)$", text, re.MULTILINE)
-        return float(match.group(1)) if match else None
-
-    def wait_ready(self) -> None:
-        wait(lambda: self.get(self.health_port, "/readyz")[0] == 200, f"{self.name} to be ready", self)
-
-    def stop(self, sig: signal.Signals = signal.SIGTERM) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-        try:
-            return self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-            raise AssertionError(f"{self.name} did not stop on {sig.name}\n{self.log_tail()}") from None
-
-
-def wait(predicate: Callable[[], object], what: str, *procs: Process, timeout: float = 60) -> None:
-    """``wait_for`` that shows the processes' logs when it times out."""
-    try:
-        wait_for(predicate, timeout, what)
-    except AssertionError as exc:
-        logs = "".join(f"\n--- {p.name} log\n{p.log_tail()}" for p in procs)
-        raise AssertionError(f"{exc}{logs}") from None
 
 
 Starter = Callable[..., Process]

@@ -24,8 +24,7 @@ import yaml
 from agentgroup.devcluster import REPO_ROOT, LocalControlPlane, free_port, open_local
 from certs import pki
 from tests.e2e.kube import Result, get_json, kubectl, wait_for
-from tests.e2e.test_controller import Process
-from tests.e2e.test_webhook import Webhook, _configuration, _judged_by_webhook, _serving_files
+from tests.e2e.processes import Process, Webhook, judged_by_webhook, serving_files, webhook_configuration
 
 EXAMPLES = REPO_ROOT / "examples"
 POLICIES = EXAMPLES / "policies"
@@ -76,7 +75,7 @@ def bundle(cluster: LocalControlPlane, tmp_path_factory: pytest.TempPathFactory)
     whatever the audit reports within a test, a policy or namespace change made it report)."""
     root = tmp_path_factory.mktemp("policy")
     ca = pki.new_ca("agentgroup e2e policy CA", valid_for=timedelta(days=1))
-    _serving_files(root / "certs", ca)
+    serving_files(root / "certs", ca)
     hook = Webhook.start(cluster, root / "certs", root / "webhook.log")
     metrics_port, health_port = free_port(), free_port()
     args = [
@@ -91,9 +90,13 @@ def bundle(cluster: LocalControlPlane, tmp_path_factory: pytest.TempPathFactory)
     try:
         hook.wait_ready()
         kubectl(
-            "apply", "-f", "-", input=json.dumps(_configuration(hook.port, ca, CONFIGURATION)), check=True
+            "apply",
+            "-f",
+            "-",
+            input=json.dumps(webhook_configuration(hook.port, ca, CONFIGURATION)),
+            check=True,
         )
-        hook.wait(_judged_by_webhook, "the API server to call the webhook", timeout=30)
+        hook.wait(judged_by_webhook, "the API server to call the webhook", timeout=30)
         controller.wait_ready()
         yield Bundle(hook, controller)
     finally:

@@ -4,144 +4,31 @@ kube-apiserver through a ValidatingWebhookConfiguration, and kubectl as the clie
 
 from __future__ import annotations
 
-import base64
 import json
-import signal
-import subprocess
-import sys
-import urllib.error
-import urllib.request
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from agentgroup.devcluster import REPO_ROOT, LocalControlPlane, free_port
+from agentgroup.devcluster import REPO_ROOT, LocalControlPlane
 from certs import pki
-from certs.files import write_cert_files
 from shared.findings import Reason
-from tests.e2e.kube import get_json, kubectl, wait_for
+from tests.e2e.kube import get_json, kubectl
+from tests.e2e.processes import (
+    WEBHOOK_NAME,
+    Webhook,
+    judged_by_webhook,
+    serving_files,
+    webhook_configuration,
+)
 from tests.webhook.fakes import group, load_yaml
 from webhook.app import VALIDATE_PATH
 
 EXAMPLES = REPO_ROOT / "examples"
 BAD_EXAMPLES = sorted(p for p in (EXAMPLES / "bad").glob("*.yaml") if p.stem in set(Reason))
-WEBHOOK_NAME = "validate.agentgroups.runtime.agentcube.volcano.sh"
 CONFIGURATION = "agentgroup-e2e"
-
-
-@dataclass
-class Webhook:
-    """An `agentgroup webhook` process on loopback ports."""
-
-    proc: subprocess.Popen[bytes]
-    log: Path
-    port: int
-    metrics_port: int
-    health_port: int
-
-    @classmethod
-    def start(cls, cluster: LocalControlPlane, cert_dir: Path, log: Path, *flags: str) -> Webhook:
-        port, metrics_port, health_port = free_port(), free_port(), free_port()
-        args = [
-            *(sys.executable, "-m", "agentgroup", "webhook", "--kubeconfig", str(cluster.kubeconfig)),
-            *("--webhook-bind-address", f"127.0.0.1:{port}", "--cert-dir", str(cert_dir)),
-            *("--metrics-bind-address", f"127.0.0.1:{metrics_port}"),
-            *("--health-probe-bind-address", f"127.0.0.1:{health_port}", "--log-format", "text"),
-            *flags,
-        ]
-        with log.open("wb") as out:
-            proc = subprocess.Popen(
-                args, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=REPO_ROOT
-            )
-        return cls(proc, log, port, metrics_port, health_port)
-
-    def log_tail(self) -> str:
-        return "\n".join(self.log.read_text(errors="replace").splitlines()[-40:])
-
-    def _get(self, port: int, path: str) -> tuple[int, str]:
-        if self.proc.poll() is not None:
-            raise AssertionError(
-                f"agentgroup webhook exited with status {self.proc.returncode}\n{self.log_tail()}"
-            )
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as resp:
-                return resp.status, resp.read().decode()
-        except urllib.error.HTTPError as err:
-            return err.code, err.read().decode()
-        except (urllib.error.URLError, OSError) as err:
-            return 0, str(err)
-
-    def readyz(self) -> tuple[int, str]:
-        return self._get(self.health_port, "/readyz")
-
-    def metrics(self) -> str:
-        return self._get(self.metrics_port, "/metrics")[1]
-
-    def wait(self, predicate: Callable[[], object], what: str, timeout: float = 60) -> None:
-        """``wait_for`` that shows the webhook's log when it times out."""
-        try:
-            wait_for(predicate, timeout, what)
-        except AssertionError as exc:
-            raise AssertionError(f"{exc}\n--- webhook log\n{self.log_tail()}") from None
-
-    def wait_ready(self) -> None:
-        self.wait(lambda: self.readyz()[0] == 200, "agentgroup webhook to be ready")
-
-    def stop(self) -> int:
-        """SIGTERM, then the exit status (a process that does not stop is killed and fails the test)."""
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-            raise AssertionError(f"agentgroup webhook did not stop on SIGTERM\n{self.log_tail()}") from None
-
-
-def _serving_files(cert_dir: Path, ca: pki.KeyPair) -> None:
-    serving = pki.new_serving_cert(ca, ["localhost"], ip_addresses=["127.0.0.1"], valid_for=timedelta(days=1))
-    write_cert_files(cert_dir, {"tls.crt": serving.cert_pem, "tls.key": serving.key_pem})
-
-
-def _configuration(port: int, ca: pki.KeyPair | None, name: str = CONFIGURATION) -> dict[str, Any]:
-    """The registration by URL; without ``ca`` the caBundle is left for the rotator to fill in."""
-    client_config = {"url": f"https://127.0.0.1:{port}{VALIDATE_PATH}"}
-    if ca is not None:
-        client_config["caBundle"] = base64.b64encode(ca.cert_pem).decode()
-    return {
-        "apiVersion": "admissionregistration.k8s.io/v1",
-        "kind": "ValidatingWebhookConfiguration",
-        "metadata": {"name": name},
-        "webhooks": [
-            {
-                "name": WEBHOOK_NAME,
-                "clientConfig": client_config,
-                "rules": [
-                    {
-                        "apiGroups": ["runtime.agentcube.volcano.sh"],
-                        "apiVersions": ["v1alpha1"],
-                        "operations": ["CREATE", "UPDATE"],
-                        "resources": ["agentgroups"],
-                    }
-                ],
-                "failurePolicy": "Fail",
-                "sideEffects": "None",
-                "timeoutSeconds": 5,
-                "admissionReviewVersions": ["v1"],
-            }
-        ],
-    }
-
-
-def _judged_by_webhook() -> bool:
-    """A server-side dry run of a group only the webhook refuses is refused: the registration is live."""
-    probe = group(("a", "AgentRuntime", "x"), deps=[("a", "ghost")], name="probe", namespace="default")
-    r = kubectl("apply", "--dry-run=server", "-f", "-", input=json.dumps(probe))
-    return not r.ok and "UnknownAgent" in r.stderr
 
 
 @pytest.fixture(scope="module")
@@ -149,12 +36,13 @@ def webhook(cluster: LocalControlPlane, tmp_path_factory: pytest.TempPathFactory
     """`agentgroup webhook`, registered for AgentGroups while this module runs."""
     root = tmp_path_factory.mktemp("webhook")
     ca = pki.new_ca("agentgroup e2e webhook CA", valid_for=timedelta(days=1))
-    _serving_files(root / "certs", ca)
+    serving_files(root / "certs", ca)
     hook = Webhook.start(cluster, root / "certs", root / "webhook.log")
     try:
         hook.wait_ready()
-        kubectl("apply", "-f", "-", input=json.dumps(_configuration(hook.port, ca)), check=True)
-        hook.wait(_judged_by_webhook, "the API server to call the webhook", timeout=30)
+        registration = webhook_configuration(hook.port, ca, CONFIGURATION)
+        kubectl("apply", "-f", "-", input=json.dumps(registration), check=True)
+        hook.wait(judged_by_webhook, "the API server to call the webhook", timeout=30)
         yield hook
     finally:
         kubectl("delete", "validatingwebhookconfiguration", CONFIGURATION, "--ignore-not-found")
@@ -311,7 +199,7 @@ def test_not_ready_until_a_certificate_is_loaded(cluster: LocalControlPlane, tmp
         code, body = hook.readyz()
         assert code == 503
         assert "[-]certificate-loaded failed" in body
-        _serving_files(tmp_path / "certs", pki.new_ca("late CA", valid_for=timedelta(days=1)))
+        serving_files(tmp_path / "certs", pki.new_ca("late CA", valid_for=timedelta(days=1)))
         hook.wait_ready()
     finally:
         code = hook.stop()
@@ -338,7 +226,9 @@ def test_self_managed_certificates_are_made_injected_and_served(
         *("--cert-sync-interval", "1s"),
     )
     try:
-        kubectl("apply", "-f", "-", input=json.dumps(_configuration(hook.port, None, config)), check=True)
+        kubectl(
+            "apply", "-f", "-", input=json.dumps(webhook_configuration(hook.port, None, config)), check=True
+        )
         hook.wait_ready()  # the rotator wrote the files the webhook serves
 
         def injected() -> bool:
