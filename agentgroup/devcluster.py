@@ -101,7 +101,6 @@ class KubectlError(ControlPlaneError):
     """A kubectl command exited non-zero."""
 
     def __init__(self, args: Sequence[str], returncode: int, stdout: str, stderr: str) -> None:
-        self.args_ = tuple(args)
         self.returncode = returncode
         self.stdout = stdout
         self.stderr = stderr
@@ -250,7 +249,7 @@ class LocalControlPlane:
 
     Use it as a context manager or call :meth:`start` and :meth:`stop`. After :meth:`start`,
     :attr:`kubeconfig` is an admin kubeconfig (user ``admin``, group ``system:masters``) and
-    :meth:`kubectl` / :meth:`apply` run the venv's kubectl against it.
+    :meth:`kubectl` runs the venv's kubectl against it.
 
     ``crds`` (files or folders of YAML) are applied, and waited for until Established, after the API
     server is ready and before the controller manager starts, so its garbage collector knows them
@@ -740,15 +739,6 @@ class LocalControlPlane:
         if check and done.returncode != 0:
             raise KubectlError(args, done.returncode, done.stdout, done.stderr)
         return done
-
-    def apply(self, path_or_yaml: str | os.PathLike[str], *, server_side: bool = False) -> str:
-        """``kubectl apply`` a file, a folder, or YAML text; returns kubectl's output."""
-        flags = ["--server-side", "--force-conflicts"] if server_side else []
-        if isinstance(path_or_yaml, os.PathLike) or (
-            "\n" not in path_or_yaml and Path(path_or_yaml).exists()
-        ):
-            return self.kubectl("apply", *flags, "-f", os.fspath(path_or_yaml)).stdout
-        return self.kubectl("apply", *flags, "-f", "-", input=str(path_or_yaml)).stdout
 
     def install_crds(self, *paths: str | os.PathLike[str], timeout: float = 60.0) -> None:
         """Apply CRD files or folders and wait until every CRD in them is Established."""

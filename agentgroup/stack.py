@@ -205,10 +205,6 @@ class LocalStack:
         """An admin kubeconfig for the local API server (what `export KUBECONFIG=...` points at)."""
         return self.control_plane.kubeconfig
 
-    @property
-    def children(self) -> list[Child]:
-        return list(self._children)
-
     def log_paths(self) -> dict[str, Path]:
         """Where each process started so far writes (or wrote) its log, by name, control plane first."""
         return dict(self._log_paths)

@@ -13,7 +13,6 @@ from shared.sandboxes import rfc3339
 READY = "Ready"
 PROGRESSING = "Progressing"
 DEGRADED = "Degraded"
-CONDITION_TYPES = (READY, PROGRESSING, DEGRADED)
 
 
 def find(conditions: Sequence[Condition], type_: str) -> Condition | None:
