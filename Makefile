@@ -45,7 +45,7 @@ dev: $(STAMP) controlplane
 	$(BIN)/agentgroup demo --dev
 
 bench: $(STAMP) controlplane
-	for b in bench/*.py; do $(BIN)/python $$b || exit 1; done
+	for b in validate webhook controller; do $(BIN)/python -m bench.$$b || exit 1; done
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

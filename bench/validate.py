@@ -9,7 +9,7 @@ average, from a lower to a higher index, so the graph is a DAG and the whole gra
 
 Prints validations per second and how the time per validation grows per 10x more agents: about 10
 means linear. Python's cyclic garbage collector, which walks the objects a parse allocates, and CPU
-caches make the full figure grow somewhat faster than the rules. Run: ``.venv/bin/python bench/validate.py``.
+caches make the full figure grow somewhat faster than the rules. Run: ``.venv/bin/python -m bench.validate``.
 """
 
 from __future__ import annotations

@@ -10,8 +10,7 @@ other core, keeps 1, 16 and 64 keep-alive TLS connections busy with the Admissio
 
 The load generator is a lean HTTP/1.1 client on raw asyncio streams (httpx would be the bottleneck).
 Goal: the webhook reaches at least 70% of the ceiling's throughput, with p99 under 10 ms at 16
-connections. Run: ``.venv/bin/python bench/webhook_throughput.py [--seconds 5]``. (Not named
-``bench/webhook.py``: as a script's neighbour, that module would shadow the ``webhook`` package.)
+connections. Run: ``.venv/bin/python -m bench.webhook [--seconds 5]``.
 """
 
 from __future__ import annotations
@@ -34,6 +33,7 @@ from typing import Any
 import orjson
 import uvloop
 
+from agentgroup.devcluster import REPO_ROOT
 from certs import pki
 from certs.files import write_cert_files
 from shared.kube.resources import (
@@ -261,7 +261,10 @@ def main() -> int:
         )
         write_cert_files(root / "certs", {"tls.crt": serving.cert_pem, "tls.key": serving.key_pem})
         port_file = root / "port"
-        server = subprocess.Popen([sys.executable, __file__, "--serve", str(root / "certs"), str(port_file)])
+        server = subprocess.Popen(
+            [sys.executable, "-m", "bench.webhook", "--serve", str(root / "certs"), str(port_file)],
+            cwd=REPO_ROOT,
+        )
         try:
             server_cpu = _pin(server.pid, SERVER_CPU)
             load_cpu = _pin(os.getpid(), LOAD_CPU)

@@ -15,8 +15,7 @@ namespace and measures:
 - the controller's peak RSS (VmHWM) so far.
 
 Then prints a table and how each figure grows per step of N (about 10x per 10x N means linear).
-Run: ``.venv/bin/python bench/controller_scale.py [--sizes 10,100,1000] [--steady 60]``. (Not named
-``bench/controller.py``: as a script's neighbour, that module would shadow the ``controller`` package.)
+Run: ``.venv/bin/python -m bench.controller [--sizes 10,100,1000] [--steady 60]``.
 """
 
 from __future__ import annotations
