@@ -51,8 +51,8 @@ from pydantic import BaseModel, ValidationError
 from controller import metrics
 from shared.audit import AuditResult, audit
 from shared.kube.informer import EventType, Informer, Key, ListWatcher, object_key
-from shared.kube.raw import ApiError, PatchType
-from shared.kube.resources import AGENT_GROUP_POLICIES, NAMESPACES, Resource
+from shared.kube.raw import ApiError, Patcher
+from shared.kube.resources import AGENT_GROUP_POLICIES, NAMESPACES
 from shared.models import AgentGroup
 from shared.policy import AgentGroupPolicy
 from shared.sandboxes import parse_time, rfc3339
@@ -65,19 +65,8 @@ M = TypeVar("M", bound=BaseModel)
 RESULT_FIELDS = ("observedGeneration", "totalViolations", "violations")
 
 
-class AuditApi(ListWatcher, Protocol):
+class AuditApi(ListWatcher, Patcher, Protocol):
     """The API calls the audit makes (:class:`shared.kube.raw.Kube`; tests pass a fake)."""
-
-    async def patch(
-        self,
-        res: Resource,
-        name: str,
-        patch: dict[str, Any],
-        namespace: str | None = None,
-        *,
-        subresource: str | None = None,
-        patch_type: PatchType = "merge",
-    ) -> dict[str, Any]: ...
 
 
 @dataclass(frozen=True, slots=True)

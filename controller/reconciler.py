@@ -23,7 +23,7 @@ from pydantic import ValidationError
 from controller import metrics
 from controller.caches import Caches, split_key
 from controller.events import EventRecorder
-from shared.kube.raw import ApiError, PatchType
+from shared.kube.raw import ApiError, Patcher
 from shared.kube.resources import (
     AGENT_GROUPS,
     RUNTIMES_BY_KIND,
@@ -47,24 +47,13 @@ _RESOURCES = {
 }
 
 
-class Writer(Protocol):
+class Writer(Patcher, Protocol):
     """The API calls the reconciler makes (:class:`shared.kube.raw.Kube`; tests pass a fake)."""
 
     async def get(self, res: Resource, name: str, namespace: str | None = None) -> dict[str, Any] | None: ...
 
     async def create(
         self, res: Resource, body: dict[str, Any], namespace: str | None = None
-    ) -> dict[str, Any]: ...
-
-    async def patch(
-        self,
-        res: Resource,
-        name: str,
-        patch: dict[str, Any],
-        namespace: str | None = None,
-        *,
-        subresource: str | None = None,
-        patch_type: PatchType = "merge",
     ) -> dict[str, Any]: ...
 
     async def delete(

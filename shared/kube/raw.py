@@ -9,7 +9,7 @@ from __future__ import annotations
 import builtins
 from collections.abc import AsyncIterator
 from types import TracebackType
-from typing import Any, Literal, Self
+from typing import Any, Literal, Protocol, Self
 
 import aiohttp
 import orjson
@@ -19,6 +19,23 @@ from prometheus_client import Counter
 from shared.kube.resources import Resource
 
 PatchType = Literal["merge", "json", "strategic", "apply"]
+
+
+class Patcher(Protocol):
+    """The patch call of :class:`Kube`, for the protocols of its users (tests pass fakes)."""
+
+    async def patch(
+        self,
+        res: Resource,
+        name: str,
+        patch: dict[str, Any],
+        namespace: str | None = None,
+        *,
+        subresource: str | None = None,
+        patch_type: PatchType = "merge",
+    ) -> dict[str, Any]: ...
+
+
 Propagation = Literal["Background", "Foreground", "Orphan"]
 
 PATCH_CONTENT_TYPES: dict[str, str] = {
