@@ -7,40 +7,34 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 Edge = tuple[str, str]
 
 
-def adjacency(nodes: Iterable[str], edges: Iterable[Edge]) -> dict[str, list[str]]:
-    """Successor lists in input order; edges naming unknown nodes are ignored."""
-    succ: dict[str, list[str]] = {n: [] for n in nodes}
-    for a, b in edges:
-        if a in succ and b in succ:
-            succ[a].append(b)
-    return succ
-
-
 def find_cycle(succ: Mapping[str, Sequence[str]]) -> list[str] | None:
     """One cycle as a closed path ``[a, b, c, a]``, or None for a DAG.
 
-    Iterative depth-first search with three colours, so deep chains do not hit the recursion limit.
+    Iterative depth-first search, so deep chains do not hit the recursion limit: ``path`` holds the
+    nodes being explored, ``todo`` their successor iterators (a for loop resumes one where it stopped).
     The search starts from nodes in input order, which makes the reported cycle deterministic.
     """
-    white, grey, black = 0, 1, 2
-    colour = dict.fromkeys(succ, white)
+    on_path, done = 1, 2
+    state: dict[str, int] = {}
     for root in succ:
-        if colour[root] != white:
+        if root in state:
             continue
+        state[root] = on_path
         path = [root]
-        iters = [iter(succ[root])]
-        colour[root] = grey
-        while iters:
-            nxt = next(iters[-1], None)
-            if nxt is None:
-                colour[path.pop()] = black
-                iters.pop()
-            elif colour[nxt] == grey:
-                return [*path[path.index(nxt) :], nxt]
-            elif colour[nxt] == white:
-                colour[nxt] = grey
-                path.append(nxt)
-                iters.append(iter(succ[nxt]))
+        todo = [iter(succ[root])]
+        while todo:
+            for nxt in todo[-1]:
+                seen = state.get(nxt)
+                if seen is None:
+                    state[nxt] = on_path
+                    path.append(nxt)
+                    todo.append(iter(succ[nxt]))
+                    break
+                if seen == on_path:
+                    return [*path[path.index(nxt) :], nxt]
+            else:  # every successor explored
+                state[path.pop()] = done
+                todo.pop()
     return None
 
 

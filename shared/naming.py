@@ -19,11 +19,11 @@ _HASH_LEN = 10
 
 
 def is_dns1123_label(value: str) -> bool:
-    return len(value) <= MAX_LABEL and DNS1123_LABEL.match(value) is not None
+    return len(value) <= MAX_LABEL and DNS1123_LABEL.fullmatch(value) is not None
 
 
 def is_dns1035_label(value: str) -> bool:
-    return len(value) <= MAX_LABEL and DNS1035_LABEL.match(value) is not None
+    return len(value) <= MAX_LABEL and DNS1035_LABEL.fullmatch(value) is not None
 
 
 def _digest(*parts: str) -> str:
@@ -44,7 +44,7 @@ def sandbox_name(group: str, agent: str, index: int) -> str:
 
 def label_value(value: str) -> str:
     """``value`` when it is a valid label value, else a shortened form with a stable hash."""
-    if len(value) <= MAX_LABEL and _LABEL_VALUE.match(value):
+    if len(value) <= MAX_LABEL and _LABEL_VALUE.fullmatch(value):
         return value
     suffix = f"-{_digest(value)}"
     prefix = re.sub(r"[^A-Za-z0-9_.-]+", "-", value)[: MAX_LABEL - len(suffix)].strip("-_.")

@@ -91,28 +91,31 @@ def evaluate(policy: AgentGroupPolicy, group: AgentGroup) -> list[Finding]:
     def add(field: str, message: str) -> None:
         out.append(Finding(field, Reason.POLICY_VIOLATION, f"{name} {message}"))
 
-    if lim.max_agents is not None and len(spec.agents) > lim.max_agents:
-        add("spec.agents", f"allows at most {_plural(lim.max_agents, 'agent')}, got {len(spec.agents)}")
-    total = sum(a.replicas for a in spec.agents)
-    if lim.max_sandboxes is not None and total > lim.max_sandboxes:
+    agents = spec.agents
+    if lim.max_agents is not None and len(agents) > lim.max_agents:
+        add("spec.agents", f"allows at most {_plural(lim.max_agents, 'agent')}, got {len(agents)}")
+    if lim.max_sandboxes is not None and (total := sum(a.replicas for a in agents)) > lim.max_sandboxes:
         add(
             "spec.agents",
             f"allows at most {_plural(lim.max_sandboxes, 'Sandbox', 'Sandboxes')} (the sum of replicas), "
             f"got {total}",
         )
-    for i, agent in enumerate(spec.agents):
-        if lim.max_replicas_per_agent is not None and agent.replicas > lim.max_replicas_per_agent:
-            add(
-                f"spec.agents[{i}].replicas",
-                f"allows at most {_plural(lim.max_replicas_per_agent, 'replica')} per agent, "
-                f'got {agent.replicas} for "{agent.name}"',
-            )
-        kind = agent.runtime_ref.kind
-        if lim.allowed_runtime_kinds is not None and kind not in lim.allowed_runtime_kinds:
-            add(
-                f"spec.agents[{i}].runtimeRef.kind",
-                f"allows runtime kinds {', '.join(lim.allowed_runtime_kinds) or '(none)'}, got {kind}",
-            )
+    # One loop per limit that is set: a request pays only for the limits a platform team chose.
+    if (most := lim.max_replicas_per_agent) is not None:
+        for i, agent in enumerate(agents):
+            if agent.replicas > most:
+                add(
+                    f"spec.agents[{i}].replicas",
+                    f"allows at most {_plural(most, 'replica')} per agent, "
+                    f'got {agent.replicas} for "{agent.name}"',
+                )
+    if (kinds := lim.allowed_runtime_kinds) is not None:
+        for i, agent in enumerate(agents):
+            if (kind := agent.runtime_ref.kind) not in kinds:
+                add(
+                    f"spec.agents[{i}].runtimeRef.kind",
+                    f"allows runtime kinds {', '.join(kinds) or '(none)'}, got {kind}",
+                )
     if lim.allowed_topologies is not None and spec.topology not in lim.allowed_topologies:
         add(
             "spec.topology",

@@ -6,13 +6,13 @@ existing runtimes and the policies as plain data, and returns a :class:`Verdict`
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence, Set
+from collections.abc import Mapping, Sequence, Set
 from typing import Any
 
 from pydantic import ValidationError
 
 from shared.findings import Finding, Reason, Verdict
-from shared.graph import adjacency, find_cycle
+from shared.graph import find_cycle
 from shared.models import (
     API_VERSION,
     KIND,
@@ -71,85 +71,110 @@ def parse(obj: Any) -> tuple[AgentGroup | None, list[Finding]]:
         return None, findings
 
 
-def _agent_findings(group: AgentGroup) -> Iterable[Finding]:
+_NAME_HINT = (
+    f"use at most {MAX_LABEL} lower-case letters, digits and '-', starting and ending with a letter or digit"
+)
+
+
+def _agent_findings(group: AgentGroup, out: list[Finding]) -> None:
     agents = group.spec.agents
     if not agents:
-        yield Finding("spec.agents", Reason.NO_AGENTS, "a group needs at least one agent in spec.agents")
+        out.append(
+            Finding("spec.agents", Reason.NO_AGENTS, "a group needs at least one agent in spec.agents")
+        )
     first_index: dict[str, int] = {}
     for i, agent in enumerate(agents):
-        at = f"spec.agents[{i}]"
-        if not is_dns1123_label(agent.name):
-            yield Finding(
-                f"{at}.name",
-                Reason.INVALID_AGENT_NAME,
-                f'"{agent.name}" is not a DNS-1123 label: use at most {MAX_LABEL} lower-case letters, '
-                "digits and '-', starting and ending with a letter or digit",
+        name = agent.name
+        if not is_dns1123_label(name):
+            out.append(
+                Finding(
+                    f"spec.agents[{i}].name",
+                    Reason.INVALID_AGENT_NAME,
+                    f'"{name}" is not a DNS-1123 label: {_NAME_HINT}',
+                )
             )
-        if agent.name in first_index:
-            yield Finding(
-                f"{at}.name",
-                Reason.DUPLICATE_AGENT_NAME,
-                f'"{agent.name}" is already the name of spec.agents[{first_index[agent.name]}]; '
-                "agent names must be unique",
+        if name in first_index:
+            out.append(
+                Finding(
+                    f"spec.agents[{i}].name",
+                    Reason.DUPLICATE_AGENT_NAME,
+                    f'"{name}" is already the name of spec.agents[{first_index[name]}]; '
+                    "agent names must be unique",
+                )
             )
         else:
-            first_index[agent.name] = i
+            first_index[name] = i
         if agent.replicas < 1:
-            yield Finding(
-                f"{at}.replicas",
-                Reason.INVALID_REPLICAS,
-                f"replicas must be at least 1, got {agent.replicas}",
+            out.append(
+                Finding(
+                    f"spec.agents[{i}].replicas",
+                    Reason.INVALID_REPLICAS,
+                    f"replicas must be at least 1, got {agent.replicas}",
+                )
             )
         ref = agent.runtime_ref
         if ref.kind not in RUNTIME_KINDS:
-            yield Finding(
-                f"{at}.runtimeRef",
-                Reason.INVALID_RUNTIME_KIND,
-                f'kind "{ref.kind}" is not supported; use {" or ".join(RUNTIME_KINDS)}',
+            out.append(
+                Finding(
+                    f"spec.agents[{i}].runtimeRef",
+                    Reason.INVALID_RUNTIME_KIND,
+                    f'kind "{ref.kind}" is not supported; use {" or ".join(RUNTIME_KINDS)}',
+                )
             )
         if not ref.name:
-            yield Finding(
-                f"{at}.runtimeRef",
-                Reason.INVALID_RUNTIME_KIND,
-                "runtimeRef.name is empty; name the CodeInterpreter or AgentRuntime this agent runs",
+            out.append(
+                Finding(
+                    f"spec.agents[{i}].runtimeRef",
+                    Reason.INVALID_RUNTIME_KIND,
+                    "runtimeRef.name is empty; name the CodeInterpreter or AgentRuntime this agent runs",
+                )
             )
 
 
-def _graph_findings(group: AgentGroup) -> tuple[list[Finding], list[Finding]]:
-    names = [a.name for a in group.spec.agents]
-    known = set(names)
-    violations: list[Finding] = []
-    warnings: list[Finding] = []
+def _graph_findings(group: AgentGroup, violations: list[Finding], warnings: list[Finding]) -> None:
+    succ: dict[str, list[str]] = {a.name: [] for a in group.spec.agents}
     seen: dict[tuple[str, str], int] = {}
-    edges: list[tuple[str, str]] = []
     for j, dep in enumerate(group.spec.dependencies):
-        at = f"spec.dependencies[{j}]"
+        a, b = dep.from_, dep.to
         usable = True
-        for end, name in (("from", dep.from_), ("to", dep.to)):
-            if name not in known:
-                usable = False
-                violations.append(
-                    Finding(f"{at}.{end}", Reason.UNKNOWN_AGENT, f'"{name}" is not an agent of this group')
-                )
-        if dep.from_ == dep.to and usable:
+        if a not in succ:
             usable = False
             violations.append(
-                Finding(at, Reason.SELF_DEPENDENCY, f'"{dep.to}" depends on itself; remove this edge')
+                Finding(
+                    f"spec.dependencies[{j}].from",
+                    Reason.UNKNOWN_AGENT,
+                    f'"{a}" is not an agent of this group',
+                )
             )
-        edge = (dep.from_, dep.to)
+        if b not in succ:
+            usable = False
+            violations.append(
+                Finding(
+                    f"spec.dependencies[{j}].to", Reason.UNKNOWN_AGENT, f'"{b}" is not an agent of this group'
+                )
+            )
+        if a == b and usable:
+            usable = False
+            violations.append(
+                Finding(
+                    f"spec.dependencies[{j}]",
+                    Reason.SELF_DEPENDENCY,
+                    f'"{b}" depends on itself; remove this edge',
+                )
+            )
+        edge = (a, b)
         if edge in seen:
             warnings.append(
                 Finding(
-                    at,
+                    f"spec.dependencies[{j}]",
                     Reason.DUPLICATE_DEPENDENCY,
-                    f"the edge {dep.from_} -> {dep.to} repeats spec.dependencies[{seen[edge]}]; "
-                    "remove the duplicate",
+                    f"the edge {a} -> {b} repeats spec.dependencies[{seen[edge]}]; remove the duplicate",
                 )
             )
         elif usable:
             seen[edge] = j
-            edges.append(edge)
-    cycle = find_cycle(adjacency(names, edges))
+            succ[a].append(b)
+    cycle = find_cycle(succ)
     if cycle:
         violations.append(
             Finding(
@@ -158,24 +183,29 @@ def _graph_findings(group: AgentGroup) -> tuple[list[Finding], list[Finding]]:
                 f"the dependencies contain the cycle {' -> '.join(cycle)}; remove one of these edges",
             )
         )
-    return violations, warnings
 
 
-def _spec_findings(group: AgentGroup) -> Iterable[Finding]:
+_FAILURE_POLICIES = tuple(p.value for p in FailurePolicy)
+
+
+def _spec_findings(group: AgentGroup, out: list[Finding]) -> None:
     spec = group.spec
     if spec.topology != Topology.HIERARCHICAL:
         what = "is reserved and not implemented yet" if spec.topology == Topology.PEER else "is not supported"
-        yield Finding(
-            "spec.topology",
-            Reason.UNSUPPORTED_TOPOLOGY,
-            f'topology "{spec.topology}" {what}; use {Topology.HIERARCHICAL.value}',
+        out.append(
+            Finding(
+                "spec.topology",
+                Reason.UNSUPPORTED_TOPOLOGY,
+                f'topology "{spec.topology}" {what}; use {Topology.HIERARCHICAL.value}',
+            )
         )
-    policies = [p.value for p in FailurePolicy]
-    if spec.failure_policy not in policies:
-        yield Finding(
-            "spec.failurePolicy",
-            Reason.INVALID_SPEC,
-            f'failurePolicy "{spec.failure_policy}" is not one of {", ".join(policies)}',
+    if spec.failure_policy not in _FAILURE_POLICIES:
+        out.append(
+            Finding(
+                "spec.failurePolicy",
+                Reason.INVALID_SPEC,
+                f'failurePolicy "{spec.failure_policy}" is not one of {", ".join(_FAILURE_POLICIES)}',
+            )
         )
 
 
@@ -209,9 +239,11 @@ def validate_group(
     ``policies`` are those that exist; each is applied when its namespaceSelector matches
     ``namespace_labels`` (None: only the label Kubernetes puts on every namespace is known).
     """
-    violations = [*_agent_findings(group), *_spec_findings(group)]
-    graph_violations, warnings = _graph_findings(group)
-    violations += graph_violations
+    violations: list[Finding] = []
+    warnings: list[Finding] = []
+    _agent_findings(group, violations)
+    _spec_findings(group, violations)
+    _graph_findings(group, violations, warnings)
     if runtimes is not None:
         violations += missing_runtimes(group, runtimes)
     dryrun: list[Finding] = []

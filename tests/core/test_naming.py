@@ -95,6 +95,13 @@ def test_the_label_strategy_only_makes_names_validation_accepts(agent: str) -> N
     assert is_dns1123_label(agent)
 
 
+@pytest.mark.parametrize("name", ["coder\n", "coder\n\n", "a" * 64])
+def test_names_with_a_trailing_newline_or_too_long_are_not_labels(name: str) -> None:
+    assert not is_dns1123_label(name)
+    assert not is_dns1035_label(name)
+    assert label_value(name) != name
+
+
 @pytest.mark.parametrize(
     ("value", "valid"),
     [
