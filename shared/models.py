@@ -44,7 +44,9 @@ class Phase(StrEnum):
 
 
 class KubeModel(BaseModel):
-    model_config = ConfigDict(extra="ignore", populate_by_name=True, frozen=True)
+    # Fields are read by their API (JSON) names only, as the API server reads them: ``runtime_ref`` in
+    # a manifest is an unknown field, not a second spelling of ``runtimeRef``.
+    model_config = ConfigDict(extra="ignore", frozen=True)
 
 
 class ObjectMeta(KubeModel):

@@ -8,7 +8,8 @@ from enum import StrEnum
 from pydantic import Field
 
 from shared.findings import Finding, Reason
-from shared.models import AgentGroup, KubeModel, ObjectMeta
+from shared.models import KubeModel, ObjectMeta
+from shared.views import GroupView
 
 POLICY_KIND = "AgentGroupPolicy"
 POLICY_PLURAL = "agentgrouppolicies"
@@ -82,7 +83,7 @@ def _plural(n: int, word: str, plural: str = "") -> str:
     return f"{n} {word}" if n == 1 else f"{n} {plural or word + 's'}"
 
 
-def evaluate(policy: AgentGroupPolicy, group: AgentGroup) -> list[Finding]:
+def evaluate(policy: AgentGroupPolicy, group: GroupView) -> list[Finding]:
     """Every way ``group`` breaks ``policy``; each message names the policy and the limit."""
     spec, lim = group.spec, policy.spec
     name = f'policy "{policy.metadata.name}"'

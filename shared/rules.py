@@ -23,6 +23,7 @@ from shared.models import (
 )
 from shared.naming import MAX_LABEL, is_dns1123_label
 from shared.policy import NAMESPACE_NAME_LABEL, AgentGroupPolicy, EnforcementAction, evaluate
+from shared.views import GroupView
 
 RuntimeKey = tuple[str, str]
 """(kind, name) of a CodeInterpreter or AgentRuntime in the group's namespace."""
@@ -76,7 +77,7 @@ _NAME_HINT = (
 )
 
 
-def _agent_findings(group: AgentGroup, out: list[Finding]) -> None:
+def _agent_findings(group: GroupView, out: list[Finding]) -> None:
     agents = group.spec.agents
     if not agents:
         out.append(
@@ -131,7 +132,7 @@ def _agent_findings(group: AgentGroup, out: list[Finding]) -> None:
             )
 
 
-def _graph_findings(group: AgentGroup, violations: list[Finding], warnings: list[Finding]) -> None:
+def _graph_findings(group: GroupView, violations: list[Finding], warnings: list[Finding]) -> None:
     succ: dict[str, list[str]] = {a.name: [] for a in group.spec.agents}
     seen: dict[tuple[str, str], int] = {}
     for j, dep in enumerate(group.spec.dependencies):
@@ -188,7 +189,7 @@ def _graph_findings(group: AgentGroup, violations: list[Finding], warnings: list
 _FAILURE_POLICIES = tuple(p.value for p in FailurePolicy)
 
 
-def _spec_findings(group: AgentGroup, out: list[Finding]) -> None:
+def _spec_findings(group: GroupView, out: list[Finding]) -> None:
     spec = group.spec
     if spec.topology != Topology.HIERARCHICAL:
         what = "is reserved and not implemented yet" if spec.topology == Topology.PEER else "is not supported"
@@ -209,7 +210,7 @@ def _spec_findings(group: AgentGroup, out: list[Finding]) -> None:
         )
 
 
-def missing_runtimes(group: AgentGroup, runtimes: Set[RuntimeKey]) -> list[Finding]:
+def missing_runtimes(group: GroupView, runtimes: Set[RuntimeKey]) -> list[Finding]:
     """RuntimeNotFound for every agent whose (well-formed) runtimeRef is not in ``runtimes``."""
     out = []
     ns = group.metadata.namespace or "default"
@@ -228,7 +229,7 @@ def missing_runtimes(group: AgentGroup, runtimes: Set[RuntimeKey]) -> list[Findi
 
 
 def validate_group(
-    group: AgentGroup,
+    group: GroupView,
     *,
     runtimes: Set[RuntimeKey] | None = None,
     policies: Sequence[AgentGroupPolicy] = (),

@@ -14,6 +14,7 @@ from shared.findings import Finding, Verdict
 from shared.models import AgentGroup
 from shared.policy import AgentGroupPolicy
 from shared.rules import RuntimeKey, parse, validate_group
+from shared.views import GroupView
 
 ADMISSION_API_VERSIONS = ("admission.k8s.io/v1", "admission.k8s.io/v1beta1")
 OPERATIONS = ("CREATE", "UPDATE", "DELETE", "CONNECT")
@@ -43,8 +44,9 @@ class AdmissionRequest:
     sub_resource: str = ""
     user: str = ""
     dry_run: bool = False
-    object: Any = None
-    old_object: Any = None
+    object: GroupView | None = None  # the AgentGroup to judge (CREATE, UPDATE), when it has that shape
+    old_object: GroupView | None = None  # what it was before an UPDATE
+    shape: tuple[Finding, ...] = ()  # why ``object`` is None on CREATE or UPDATE: it is no AgentGroup
 
 
 def _string(request: Mapping[str, Any], key: str) -> str:
@@ -77,6 +79,8 @@ def parse_review(body: Any) -> AdmissionRequest:
     obj = request.get("object")
     if operation in JUDGED_OPERATIONS and obj is None:
         raise ReviewError(f"request.object is missing: a {operation} review carries the object to judge")
+    group_obj, shape = _group(obj) if operation in JUDGED_OPERATIONS else (None, [])
+    old_obj = _group(request.get("oldObject"))[0] if operation == "UPDATE" else None
     user_info = request.get("userInfo")
     user = user_info.get("username") if isinstance(user_info, dict) else None
     gvk = request.get("kind")
@@ -92,9 +96,18 @@ def parse_review(body: Any) -> AdmissionRequest:
         sub_resource=_string(request, "subResource"),
         user=user if isinstance(user, str) else "",
         dry_run=request.get("dryRun") is True,
-        object=obj,
-        old_object=request.get("oldObject"),
+        object=group_obj,
+        old_object=old_obj,
+        shape=tuple(shape),
     )
+
+
+def _group(obj: Any) -> tuple[AgentGroup | None, list[Finding]]:
+    """The object as an AgentGroup, leaving out ``status``: users cannot set it through the API (it is a
+    subresource) and the rules do not read it, so a status the controller wrote never blocks an edit."""
+    if isinstance(obj, Mapping) and "status" in obj:
+        obj = {k: v for k, v in obj.items() if k != "status"}
+    return parse(obj)
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,14 +169,16 @@ class Decision:
 ALLOW = Decision()
 
 
-def _runtime_refs(group: AgentGroup | None) -> set[RuntimeKey]:
+def _runtime_refs(group: GroupView | None) -> set[RuntimeKey]:
     if group is None:
         return set()
     return {(a.runtime_ref.kind, a.runtime_ref.name) for a in group.spec.agents}
 
 
-def _lookup_failures(group: AgentGroup, namespace: str, failed: Mapping[RuntimeKey, str]) -> list[Finding]:
-    out = []
+def _lookup_failures(group: GroupView, namespace: str, failed: Mapping[RuntimeKey, str]) -> list[Finding]:
+    out: list[Finding] = []
+    if not failed:
+        return out
     for i, agent in enumerate(group.spec.agents):
         key = (agent.runtime_ref.kind, agent.runtime_ref.name)
         if key in failed:
@@ -190,12 +205,12 @@ async def decide(req: AdmissionRequest, cluster: Cluster) -> Decision:
     """
     if req.operation not in JUDGED_OPERATIONS or req.sub_resource:
         return ALLOW
-    group, shape = parse(req.object)
+    group = req.object
     if group is None:
-        return Decision(Verdict(tuple(shape)))
+        return Decision(Verdict(req.shape))
     if group.metadata.deletion_timestamp:
         return ALLOW
-    old = parse(req.old_object)[0] if req.operation == "UPDATE" else None
+    old = req.old_object
     if old is not None and (old.spec, old.metadata.labels) == (group.spec, group.metadata.labels):
         return ALLOW
     namespace = req.namespace or group.metadata.namespace or "default"

@@ -1,7 +1,8 @@
 """The FastAPI application that answers the kube-apiserver's AdmissionReviews for AgentGroups.
 
-The admission route is a plain Starlette endpoint: the body is read once, parsed with orjson and
-answered with orjson, without FastAPI's model machinery on the hot path. Whatever the input, the
+The admission route is a plain Starlette endpoint: the body is read once, decoded by
+:func:`webhook.review.read_review` and answered with orjson, without FastAPI's model machinery on
+the hot path. Whatever the input, the
 answer is a clear 4xx or an AdmissionReview, never a 500.
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 import logging
 import time
 
+import msgspec
 import orjson
 from fastapi import FastAPI
 from starlette.requests import ClientDisconnect, Request
@@ -24,9 +26,9 @@ from webhook.admission import (
     Decision,
     ReviewError,
     decide,
-    parse_review,
     review_response,
 )
+from webhook.review import read_review
 
 log = logging.getLogger(__name__)
 
@@ -140,8 +142,8 @@ def create_app(cluster: Cluster, *, max_body_bytes: int = MAX_BODY_BYTES) -> Fas
         if body is None:
             return _status(413, "RequestEntityTooLarge", too_large)
         try:
-            review = parse_review(orjson.loads(body))
-        except orjson.JSONDecodeError as exc:
+            review = read_review(body)
+        except msgspec.DecodeError as exc:
             return _status(400, "BadRequest", f"the body is not valid JSON: {exc}")
         except ReviewError as exc:
             return _status(400, "BadRequest", f"not a usable AdmissionReview: {exc}")
