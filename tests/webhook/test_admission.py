@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection
 from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 from prometheus_client import REGISTRY
 
 from shared.findings import Reason, Verdict
-from shared.rules import validate
+from shared.rules import RuntimeKey, validate
 from tests.webhook.fakes import (
     EXAMPLES,
     NAMESPACE,
@@ -24,7 +26,8 @@ from tests.webhook.fakes import (
     load_yaml,
     review,
 )
-from webhook.app import VALIDATE_PATH
+from webhook.admission import RuntimeLookup
+from webhook.app import VALIDATE_PATH, create_app
 
 pytestmark = pytest.mark.anyio
 
@@ -316,6 +319,65 @@ async def test_a_body_over_the_limit_is_refused(client: httpx.AsyncClient) -> No
     assert message == "the body exceeds 65536 bytes"
 
 
+async def test_a_body_sent_in_pieces_is_read_whole(cluster: FakeCluster) -> None:
+    body = orjson.dumps(review(VALID))
+    pieces = [body[i : i + 100] for i in range(0, len(body), 100)]
+    messages = [{"type": "http.request", "body": p, "more_body": True} for p in pieces]
+    messages[-1]["more_body"] = False
+
+    status, answer = await call_asgi(create_app(cluster), messages)
+
+    assert status == 200
+    assert orjson.loads(answer)["response"]["allowed"] is True
+
+
+async def test_a_client_that_goes_away_mid_body_is_answered_and_the_app_keeps_serving(
+    cluster: FakeCluster,
+) -> None:
+    app = create_app(cluster)
+    half = orjson.dumps(review(VALID))[:100]
+    messages: list[dict[str, Any]] = [
+        {"type": "http.request", "body": half, "more_body": True},
+        {"type": "http.disconnect"},
+    ]
+
+    status, answer = await call_asgi(app, messages)
+
+    assert status == 400
+    assert orjson.loads(answer)["message"] == "the client disconnected before sending the whole body"
+    whole = [{"type": "http.request", "body": orjson.dumps(review(VALID)), "more_body": False}]
+    assert (await call_asgi(app, whole))[0] == 200
+
+
+async def call_asgi(app: Any, messages: list[dict[str, Any]]) -> tuple[int, bytes]:
+    """Send ``messages`` to the app as the ASGI server would; the status and body it answers."""
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "https",
+        "path": VALIDATE_PATH,
+        "raw_path": VALIDATE_PATH.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"content-type", b"application/json")],
+        "client": ("127.0.0.1", 40000),
+        "server": ("127.0.0.1", 8443),
+    }
+    incoming = iter(messages)
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return next(incoming)
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    await app(scope, receive, send)
+    return sent[0]["status"], b"".join(m.get("body", b"") for m in sent[1:])
+
+
 @pytest.mark.parametrize("content_type", ["text/plain", "application/yaml", ""])
 async def test_a_wrong_content_type_is_refused(client: httpx.AsyncClient, content_type: str) -> None:
     message = await bad_request(client, 415, content=b"{}", headers={"content-type": content_type})
@@ -425,6 +487,27 @@ async def test_metrics_count_requests_verdicts_and_reason_codes(client: httpx.As
         "duplicate": 1,
     }
     assert sample("controller_runtime_webhook_requests_in_flight", **hook) == 0
+
+
+async def test_the_in_flight_gauge_counts_the_requests_being_judged(
+    cluster: FakeCluster, client: httpx.AsyncClient
+) -> None:
+    judging, release = asyncio.Event(), asyncio.Event()
+    lookup = cluster.runtimes
+
+    async def slow_lookup(namespace: str, refs: Collection[RuntimeKey]) -> RuntimeLookup:
+        judging.set()
+        await release.wait()
+        return await lookup(namespace, refs)
+
+    cluster.runtimes = slow_lookup  # type: ignore[method-assign]
+    in_flight = ("controller_runtime_webhook_requests_in_flight", {"webhook": VALIDATE_PATH})
+    request = asyncio.create_task(admit(client, review(VALID)))
+    await asyncio.wait_for(judging.wait(), timeout=10)
+    assert sample(in_flight[0], **in_flight[1]) == 1
+    release.set()
+    assert (await request)["allowed"] is True
+    assert sample(in_flight[0], **in_flight[1]) == 0
 
 
 async def test_one_log_line_per_denial_and_none_per_allowed_request(
