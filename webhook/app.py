@@ -1,7 +1,7 @@
 """The FastAPI application that answers the kube-apiserver's AdmissionReviews for AgentGroups.
 
 The admission route is a plain ASGI endpoint: the body is read once, decoded by
-:func:`webhook.review.read_review` and answered with orjson, without FastAPI's model machinery on
+:mod:`webhook.review` and answered with orjson, without FastAPI's model machinery on
 the hot path. Whatever the input, the
 answer is a clear 4xx or an AdmissionReview, never a 500.
 """
@@ -29,7 +29,7 @@ from webhook.admission import (
     decide,
     review_response,
 )
-from webhook.review import read_review
+from webhook.review import read_fast, read_reference
 
 log = logging.getLogger(__name__)
 
@@ -137,6 +137,8 @@ class _Admission:
         self._in_flight = 0
         metrics.IN_FLIGHT.labels(VALIDATE_PATH).set_function(lambda: self._in_flight)
         self._latency = metrics.LATENCY.labels(VALIDATE_PATH)
+        self._fast_reads = metrics.REVIEW_READS.labels("fast")
+        self._reference_reads = metrics.REVIEW_READS.labels("reference")
         self._by_code: dict[int, Counter] = {}
         self._by_verdict: dict[tuple[str, bool], Counter] = {}
 
@@ -170,12 +172,17 @@ class _Admission:
             return _status(400, "BadRequest", "the client disconnected before sending the whole body")
         if body is None:
             return _status(413, "RequestEntityTooLarge", too_large)
-        try:
-            review = read_review(body)
-        except msgspec.DecodeError as exc:
-            return _status(400, "BadRequest", f"the body is not valid JSON: {exc}")
-        except ReviewError as exc:
-            return _status(400, "BadRequest", f"not a usable AdmissionReview: {exc}")
+        review = read_fast(body)
+        if review is not None:
+            self._fast_reads.inc()
+        else:
+            self._reference_reads.inc()
+            try:
+                review = read_reference(body)
+            except msgspec.DecodeError as exc:
+                return _status(400, "BadRequest", f"the body is not valid JSON: {exc}")
+            except ReviewError as exc:
+                return _status(400, "BadRequest", f"not a usable AdmissionReview: {exc}")
         decision = await self._judge(review)
         self._count(review, decision)
         _log_dryrun(review, decision)

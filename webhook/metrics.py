@@ -45,6 +45,12 @@ POLICY_DRYRUN = Counter(
     "agentgroup_webhook_policy_dryrun_findings_total",
     "Violations of policies whose enforcementAction is dryrun (counted, never shown to the user).",
 )
+REVIEW_READS = Counter(
+    "agentgroup_webhook_review_reads_total",
+    "AdmissionReviews read, by path: fast (the typed decode of a usual review) or reference (anything "
+    "else, read by the pydantic models, whose answer names every problem).",
+    ["path"],
+)
 RUNTIME_LOOKUPS = Counter(
     "agentgroup_webhook_runtime_lookups_total",
     "Runtime references checked: found in the cache (cached), or by a direct GET on a cache miss "

@@ -112,8 +112,8 @@ def _is_group(obj: _Group | None) -> bool:
     return obj is None or (obj.api_version == API_VERSION and obj.kind == KIND)
 
 
-def _fast(body: bytes) -> AdmissionRequest | None:
-    """The request, when the body is the usual review of AgentGroups; None sends it the reference way."""
+def read_fast(body: bytes) -> AdmissionRequest | None:
+    """The request, when the body is the usual review of AgentGroups; None: use :func:`read_reference`."""
     try:
         review = _DECODER.decode(body)
     except msgspec.MsgspecError:
@@ -146,10 +146,10 @@ def _fast(body: bytes) -> AdmissionRequest | None:
     )
 
 
-def read_review(body: bytes) -> AdmissionRequest:
-    """The request of the AdmissionReview in ``body``.
+def read_reference(body: bytes) -> AdmissionRequest:
+    """The request of any AdmissionReview in ``body``, the reference way.
 
     Raises ``msgspec.DecodeError`` when the body is not JSON and
     :class:`webhook.admission.ReviewError` when it is not a usable review.
     """
-    return _fast(body) or parse_review(_JSON.decode(body))
+    return parse_review(_JSON.decode(body))

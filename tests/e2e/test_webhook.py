@@ -5,6 +5,7 @@ kube-apiserver through a ValidatingWebhookConfiguration, and kubectl as the clie
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -181,10 +182,14 @@ def test_an_update_is_judged_and_a_warning_is_shown(ns: str) -> None:
 
 
 def test_metrics_count_requests_and_denials(webhook: Webhook, ns: str) -> None:
+    reads_before = _review_reads(webhook)
     _apply(
         ns,
         group(("coder", "CodeInterpreter", "py-interp"), deps=[("coder", "ghost")], name="m", namespace=ns),
     )
+    reads = _review_reads(webhook)
+    assert reads["fast"] > reads_before["fast"], "the API server's reviews take the fast way"
+    assert reads["reference"] == reads_before["reference"]
     text = webhook.metrics()
     assert f'controller_runtime_webhook_requests_total{{code="200",webhook="{VALIDATE_PATH}"}}' in text
     assert 'agentgroup_webhook_denials_total{reason="UnknownAgent"}' in text
@@ -204,6 +209,11 @@ def test_not_ready_until_a_certificate_is_loaded(cluster: LocalControlPlane, tmp
     finally:
         code = hook.stop()
     assert code == 0, hook.log_tail()
+
+
+def _review_reads(hook: Webhook) -> dict[str, float]:
+    found = re.findall(r'^agentgroup_webhook_review_reads_total\{path="(\w+)"\} (\S+)$', hook.metrics(), re.M)
+    return {"fast": 0.0, "reference": 0.0} | {path: float(value) for path, value in found}
 
 
 def _requests_answered(hook: Webhook) -> float:

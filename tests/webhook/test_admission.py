@@ -469,6 +469,8 @@ async def test_metrics_count_requests_verdicts_and_reason_codes(client: httpx.As
         "allowed": ("agentgroup_webhook_admissions_total", {"operation": "UPDATE", "verdict": "allowed"}),
         "cycle": ("agentgroup_webhook_denials_total", {"reason": "DependencyCycle"}),
         "duplicate": ("agentgroup_webhook_warnings_total", {"reason": "DuplicateDependency"}),
+        "fast": ("agentgroup_webhook_review_reads_total", {"path": "fast"}),
+        "reference": ("agentgroup_webhook_review_reads_total", {"path": "reference"}),
     }
     before = {key: sample(name, **labels) for key, (name, labels) in series.items()}
     await admit(client, review(group(*VALID_AGENTS, deps=[("planner", "coder"), ("coder", "planner")])))
@@ -476,15 +478,18 @@ async def test_metrics_count_requests_verdicts_and_reason_codes(client: httpx.As
         client, review(group(*VALID_AGENTS, deps=[("planner", "coder")] * 2), operation="UPDATE", old=VALID)
     )
     await client.post(VALIDATE_PATH, content=b"x", headers={"content-type": "text/plain"})
+    await client.post(VALIDATE_PATH, content=b"{", headers={"content-type": "application/json"})
     after = {key: sample(name, **labels) for key, (name, labels) in series.items()}
     assert {k: after[k] - before[k] for k in series} == {
         "ok": 2,
         "bad": 1,
-        "latency": 3,
+        "latency": 4,
         "denied": 1,
         "allowed": 1,
         "cycle": 1,
         "duplicate": 1,
+        "fast": 2,
+        "reference": 1,
     }
     assert sample("controller_runtime_webhook_requests_in_flight", **hook) == 0
 
