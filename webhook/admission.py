@@ -59,7 +59,8 @@ def _string(request: Mapping[str, Any], key: str) -> str:
 
 
 def parse_review(body: Any) -> AdmissionRequest:
-    """The request of an AdmissionReview decoded from JSON; :class:`ReviewError` when unusable."""
+    """The request of an AdmissionReview decoded from JSON, its objects read by the pydantic models
+    (the reference way of :mod:`webhook.review`); :class:`ReviewError` when unusable."""
     if not isinstance(body, dict):
         raise ReviewError("the body must be a JSON object: an admission.k8s.io/v1 AdmissionReview")
     api_version = body.get("apiVersion")
