@@ -1,8 +1,7 @@
 """The FastAPI application that answers the kube-apiserver's AdmissionReviews for AgentGroups.
 
-The admission route is a plain ASGI endpoint: the body is read once, decoded by
-:mod:`webhook.review` and answered with orjson, without FastAPI's model machinery on
-the hot path. Whatever the input, the
+The admission route is a plain ASGI endpoint: the body is read once, decoded by :mod:`webhook.review`
+and answered with orjson, without FastAPI's model machinery on the hot path. Whatever the input, the
 answer is a clear 4xx or an AdmissionReview, never a 500.
 """
 
@@ -38,7 +37,6 @@ VALIDATE_PATH = "/validate-agentgroup"
 MAX_BODY_BYTES = 7 * 1024 * 1024
 JSON = "application/json"
 
-
 Answer = tuple[int, bytes]
 """HTTP status and JSON body."""
 
@@ -57,7 +55,7 @@ def _header(scope: Scope, name: bytes) -> str:
 
 
 class _Disconnected(Exception):
-    pass
+    """The client went away before sending the whole body."""
 
 
 async def _read_body(receive: Receive, limit: int) -> bytes | None:
