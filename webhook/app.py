@@ -162,7 +162,7 @@ class _Admission:
         limit = self._max_body_bytes
         too_large = f"the body exceeds {limit} bytes"
         length = _header(scope, b"content-length")
-        if length.isdigit() and int(length) > limit:
+        if length.isascii() and length.isdigit() and int(length) > limit:
             return _status(413, "RequestEntityTooLarge", too_large)
         try:
             body = await _read_body(receive, limit)

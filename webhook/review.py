@@ -15,6 +15,7 @@ value pydantic would refuse is refused here too and takes the reference way.
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import msgspec
@@ -25,6 +26,7 @@ from webhook.admission import (
     JUDGED_OPERATIONS,
     OPERATIONS,
     AdmissionRequest,
+    ReviewError,
     parse_review,
 )
 
@@ -106,6 +108,9 @@ class _Review(msgspec.Struct, frozen=True, gc=False, rename="camel"):
 
 _DECODER = msgspec.json.Decoder(_Review)
 _JSON = msgspec.json.Decoder()
+# msgspec decodes recursively and stops at Python's recursion limit (1,000 by default): nesting a
+# review never needs, only a hostile or broken client sends.
+_MAX_DEPTH = sys.getrecursionlimit()
 
 
 def _is_group(obj: _Group | None) -> bool:
@@ -116,7 +121,7 @@ def read_fast(body: bytes) -> AdmissionRequest | None:
     """The request, when the body is the usual review of AgentGroups; None: use :func:`read_reference`."""
     try:
         review = _DECODER.decode(body)
-    except msgspec.MsgspecError:
+    except (msgspec.MsgspecError, RecursionError):
         return None
     req = review.request
     if (
@@ -152,4 +157,10 @@ def read_reference(body: bytes) -> AdmissionRequest:
     Raises ``msgspec.DecodeError`` when the body is not JSON and
     :class:`webhook.admission.ReviewError` when it is not a usable review.
     """
-    return parse_review(_JSON.decode(body))
+    try:
+        doc = _JSON.decode(body)
+    except RecursionError:
+        raise ReviewError(
+            f"the body nests deeper than {_MAX_DEPTH} levels; no AdmissionReview does"
+        ) from None
+    return parse_review(doc)

@@ -401,6 +401,21 @@ async def test_malformed_json_is_refused(client: httpx.AsyncClient) -> None:
     assert message.startswith("the body is not valid JSON: ")
 
 
+@pytest.mark.parametrize("where", ["in an unknown field", "in a field the webhook reads"])
+async def test_json_nested_past_the_recursion_limit_is_refused(client: httpx.AsyncClient, where: str) -> None:
+    deep = b"[" * 5000 + b"]" * 5000
+    request = b'"uid": "u", "operation": "CREATE", '
+    request += (
+        b'"x": %s, "object": {}' % deep if where.startswith("in an") else b'"object": {"metadata": %s}' % deep
+    )
+    body = b'{"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {%s}}' % request
+
+    message = await bad_request(client, 400, content=body, headers={"content-type": "application/json"})
+
+    assert message.startswith("not a usable AdmissionReview: the body nests deeper than ")
+    assert (await admit(client, review(VALID)))["allowed"] is True
+
+
 @pytest.mark.parametrize(
     ("body", "expected"),
     [
