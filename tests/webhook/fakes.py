@@ -15,6 +15,7 @@ from shared.models import RUNTIME_KINDS
 from shared.policy import AgentGroupPolicy
 from shared.rules import RuntimeKey
 from webhook.admission import RuntimeLookup
+from webhook.app import VALIDATE_PATH
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 NAMESPACE = "team-a"
@@ -99,6 +100,35 @@ def review(
     if sub_resource:
         request["subResource"] = sub_resource
     return {"apiVersion": api_version, "kind": "AdmissionReview", "request": request}
+
+
+async def call_asgi(app: Any, messages: list[dict[str, Any]]) -> tuple[int, bytes]:
+    """Send ``messages`` to the app as the ASGI server would; the status and body it answers."""
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "https",
+        "path": VALIDATE_PATH,
+        "raw_path": VALIDATE_PATH.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"content-type", b"application/json")],
+        "client": ("127.0.0.1", 40000),
+        "server": ("127.0.0.1", 8443),
+    }
+    incoming = iter(messages)
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return next(incoming)
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    await app(scope, receive, send)
+    return sent[0]["status"], b"".join(m.get("body", b"") for m in sent[1:])
 
 
 class FakeCluster:

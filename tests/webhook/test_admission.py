@@ -20,6 +20,7 @@ from tests.webhook.fakes import (
     NAMESPACE,
     FakeCluster,
     big_group,
+    call_asgi,
     example_policy,
     group,
     in_namespace,
@@ -347,35 +348,6 @@ async def test_a_client_that_goes_away_mid_body_is_answered_and_the_app_keeps_se
     assert orjson.loads(answer)["message"] == "the client disconnected before sending the whole body"
     whole = [{"type": "http.request", "body": orjson.dumps(review(VALID)), "more_body": False}]
     assert (await call_asgi(app, whole))[0] == 200
-
-
-async def call_asgi(app: Any, messages: list[dict[str, Any]]) -> tuple[int, bytes]:
-    """Send ``messages`` to the app as the ASGI server would; the status and body it answers."""
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "https",
-        "path": VALIDATE_PATH,
-        "raw_path": VALIDATE_PATH.encode(),
-        "query_string": b"",
-        "root_path": "",
-        "headers": [(b"content-type", b"application/json")],
-        "client": ("127.0.0.1", 40000),
-        "server": ("127.0.0.1", 8443),
-    }
-    incoming = iter(messages)
-    sent: list[dict[str, Any]] = []
-
-    async def receive() -> dict[str, Any]:
-        return next(incoming)
-
-    async def send(message: dict[str, Any]) -> None:
-        sent.append(message)
-
-    await app(scope, receive, send)
-    return sent[0]["status"], b"".join(m.get("body", b"") for m in sent[1:])
 
 
 @pytest.mark.parametrize("content_type", ["text/plain", "application/yaml", ""])

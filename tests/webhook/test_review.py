@@ -18,8 +18,17 @@ from hypothesis import strategies as st
 from shared.models import AgentGroup
 from shared.views import GroupView
 from tests.core.strategies import PROPERTY, dags, labels
-from tests.webhook.fakes import EXAMPLES, NAMESPACE, FakeCluster, example_policy, load_yaml, review
+from tests.webhook.fakes import (
+    EXAMPLES,
+    NAMESPACE,
+    FakeCluster,
+    call_asgi,
+    example_policy,
+    load_yaml,
+    review,
+)
 from webhook.admission import AdmissionRequest, ReviewError, decide, parse_review, review_response
+from webhook.app import create_app
 from webhook.review import read_fast, read_reference
 
 RUNTIMES = {("AgentRuntime", "rt"), ("CodeInterpreter", "py")}
@@ -159,6 +168,30 @@ def test_usual_reviews_take_the_fast_way_and_answer_as_the_reference(doc: dict[s
 @given(mutated(reviews()))
 def test_any_review_the_fast_way_reads_is_answered_as_the_reference_answers_it(doc: dict[str, Any]) -> None:
     assert_same_answer(encode(doc))
+
+
+def post(body: bytes) -> tuple[int, Any]:
+    """What the app answers ``body`` with, and the decoded answer."""
+    app = create_app(FakeCluster(RUNTIMES, policies=[example_policy(maxReplicasPerAgent=4)]))
+    message = {"type": "http.request", "body": body, "more_body": False}
+    status, answer_body = asyncio.run(call_asgi(app, [message]))
+    return status, json.loads(answer_body)
+
+
+@PROPERTY
+@given(st.one_of(mutated(reviews()).map(lambda doc: json.dumps(doc).encode()), st.binary(max_size=200)))
+def test_any_body_gets_a_verdict_or_a_clear_400_never_a_500(body: bytes) -> None:
+    status, answer = post(body)
+
+    if status == 200:
+        assert answer["kind"] == "AdmissionReview"
+        assert answer["response"]["uid"] == json.loads(body)["request"]["uid"]
+    else:
+        assert status == 400
+        assert answer["kind"] == "Status"
+        assert answer["message"].startswith(
+            ("the body is not valid JSON: ", "not a usable AdmissionReview: ")
+        )
 
 
 # Every field the models read, in an UPDATE that carries each of them.
