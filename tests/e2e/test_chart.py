@@ -456,6 +456,25 @@ def _ca_bundle(name: str) -> bytes:
     return base64.b64decode(config["webhooks"][0]["clientConfig"].get("caBundle", ""))
 
 
+def _patch_webhook_config(name: str, json_patch: list[dict[str, Any]]) -> None:
+    kubectl(
+        "patch",
+        "validatingwebhookconfiguration",
+        name,
+        "--type=json",
+        "-p",
+        json.dumps(json_patch),
+        check=True,
+    )
+
+
+def _upgrade(helm: Helm, rel: Release, value: str) -> None:
+    """``helm upgrade`` keeping the release's values, with one more ``--set``."""
+    helm.run(
+        "upgrade", rel.name, str(CHART), "-n", rel.namespace, "--reuse-values", "--set", value, check=True
+    )
+
+
 def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
 
@@ -491,27 +510,9 @@ def test_upgrade_keeps_a_ca_bundle_that_matches_the_serving_certificate(
         check=True,
     )
     patch = [{"op": "add", "path": "/webhooks/0/clientConfig/caBundle", "value": _b64(old_ca.cert_pem)}]
-    kubectl(
-        "patch",
-        "validatingwebhookconfiguration",
-        rel.webhook,
-        "--type=json",
-        "-p",
-        json.dumps(patch),
-        check=True,
-    )
+    _patch_webhook_config(rel.webhook, patch)
 
-    helm.run(
-        "upgrade",
-        rel.name,
-        str(CHART),
-        "-n",
-        rel.namespace,
-        "--reuse-values",
-        "--set",
-        "logging.level=debug",
-        check=True,
-    )
+    _upgrade(helm, rel, "logging.level=debug")
     deployment = get_json("deployment", rel.webhook, rel.namespace)
     assert deployment is not None
     assert "--log-level=debug" in deployment["spec"]["template"]["spec"]["containers"][0]["args"]  # it ran
@@ -531,28 +532,10 @@ def test_upgrade_keeps_a_ca_bundle_that_matches_the_serving_certificate(
         check=True,
     )
     remove = [{"op": "remove", "path": "/webhooks/0/clientConfig/caBundle"}]
-    kubectl(
-        "patch",
-        "validatingwebhookconfiguration",
-        rel.webhook,
-        "--type=json",
-        "-p",
-        json.dumps(remove),
-        check=True,
-    )
+    _patch_webhook_config(rel.webhook, remove)
     assert _ca_bundle(rel.webhook) == b""
 
-    helm.run(
-        "upgrade",
-        rel.name,
-        str(CHART),
-        "-n",
-        rel.namespace,
-        "--reuse-values",
-        "--set",
-        "logging.level=info",
-        check=True,
-    )
+    _upgrade(helm, rel, "logging.level=info")
     ca_bundle = _ca_bundle(rel.webhook)
     assert ca_bundle == bundle
     problems = check_pair(
